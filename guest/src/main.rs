@@ -1,0 +1,80 @@
+//! cloister-agent: PID 1 of a cloister guest, or an ordinary process serving
+//! the same API on a Unix socket (for tests without a VM).
+//!
+//! As PID 1 it mounts the pseudo-filesystems, reaps orphans, serves the ttrpc
+//! API on vsock port 1024, and powers the VM off on any fatal error, so that a
+//! broken guest never hangs.
+mod config;
+mod init;
+mod reaper;
+mod rpc;
+mod server;
+mod tee;
+
+use std::time::Instant;
+
+use anyhow::Context;
+use tracing::info;
+
+use crate::config::Config;
+
+fn main() {
+    let started = Instant::now();
+    let is_init = std::process::id() == 1;
+    if is_init {
+        init::install_panic_hook();
+        if let Err(e) = init::setup_filesystems() {
+            init::fatal(&format!("{e:#}"));
+        }
+    }
+    let cfg = match Config::load(is_init) {
+        Ok(c) => c,
+        Err(e) if is_init => init::fatal(&format!("{e:#}")),
+        Err(e) => {
+            eprintln!("cloister-agent: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(&cfg);
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("creating the async runtime")
+        .and_then(|rt| rt.block_on(run(cfg, started)));
+    match result {
+        Ok(()) if is_init => init::fatal("the agent's server stopped"),
+        Ok(()) => {}
+        Err(e) if is_init => init::fatal(&format!("{e:#}")),
+        Err(e) => {
+            eprintln!("cloister-agent: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(cfg: Config, started: Instant) -> anyhow::Result<()> {
+    let tee = tee::detect(&cfg);
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        is_init = cfg.is_init,
+        listen = %cfg.listen,
+        tee = tee.name(),
+        "cloister-agent starting"
+    );
+    if cfg.is_init {
+        reaper::spawn().context("starting the child reaper")?;
+    }
+    let state = rpc::AgentState::new(cfg.is_init, tee, started);
+    server::serve(&cfg.listen, state).await
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+}

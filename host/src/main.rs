@@ -1,0 +1,54 @@
+//! `cloister`: the command-line entry point. Each subcommand lives in
+//! `cli/`; this file only parses arguments and sets up logging.
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cloister",
+    version,
+    about = "Confidential containers in measured micro-VMs"
+)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `debug`.
+    #[arg(long, global = true, env = "CLOISTER_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot and inspect VMs.
+    #[command(subcommand)]
+    Vm(cli::vm::VmCommand),
+    /// Build initramfs images.
+    #[command(subcommand)]
+    Initrd(cli::initrd::InitrdCommand),
+    /// Measure performance, against a real peer where there is one.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Vm(c) => cli::vm::run(c),
+        Command::Initrd(c) => cli::initrd::run(c),
+        Command::Bench(c) => cli::bench::run(c),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cloister: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Boots a VM with a hypervisor backend and waits until its agent answers
+//! Health over vsock; tears everything down again. The CLI's `vm boot` and
+//! the benchmarks both go through here.
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cloister_protocol::{GuestDetails, AGENT_VSOCK_PORT};
+use tracing::{debug, info};
+
+use crate::agent_client::{connect_vsock, Agent, ConnectError};
+use crate::hypervisor::accel::{self, Accel};
+use crate::hypervisor::qemu::{QemuError, QemuVm, DEFAULT_QEMU};
+use crate::hypervisor::{HypervisorKind, VmConfig};
+use crate::kernel::{self, KernelError};
+
+/// Lines of the serial console shown with an error.
+const TAIL_LINES: usize = 30;
+
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    pub vm: VmConfig,
+    pub hypervisor: HypervisorKind,
+    pub qemu_binary: String,
+    /// Force an accelerator instead of detecting one.
+    pub accel: Option<Accel>,
+    /// How long to wait for the agent's Health reply after launch.
+    pub agent_timeout: Duration,
+    /// The guest vsock port the agent is expected on.
+    pub agent_port: u32,
+    /// Where the VM's sockets and logs go; a fresh temporary directory
+    /// (removed afterwards) when `None`.
+    pub run_dir: Option<PathBuf>,
+}
+
+impl BootOptions {
+    pub fn new(kernel: PathBuf, initrd: PathBuf) -> Self {
+        BootOptions {
+            vm: VmConfig {
+                kernel,
+                initrd,
+                cmdline: crate::hypervisor::DEFAULT_CMDLINE.to_string(),
+                memory_mib: 256,
+                vcpus: 1,
+            },
+            hypervisor: HypervisorKind::Qemu,
+            qemu_binary: DEFAULT_QEMU.to_string(),
+            accel: None,
+            agent_timeout: Duration::from_secs(30),
+            agent_port: AGENT_VSOCK_PORT,
+            run_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("initramfs {0} does not exist")]
+    InitrdMissing(String),
+    #[error("creating the run directory: {0}")]
+    RunDir(std::io::Error),
+    #[error(transparent)]
+    Qemu(#[from] QemuError),
+    #[error("the VM exited ({status}) before its agent answered\n--- QEMU output ---\n{qemu_tail}\n--- serial console (last lines) ---\n{console_tail}")]
+    VmDied {
+        status: String,
+        qemu_tail: String,
+        console_tail: String,
+    },
+    #[error("the agent did not answer on vsock port {port} within {waited:?}: {last}\n--- serial console (last lines) ---\n{console_tail}")]
+    AgentTimeout {
+        port: u32,
+        waited: Duration,
+        last: String,
+        console_tail: String,
+    },
+}
+
+/// A booted VM whose agent answered.
+pub struct Sandbox {
+    pub vm: QemuVm,
+    pub agent: Agent,
+    /// From launch to the first SERVING Health reply.
+    pub ready_after: Duration,
+    _run_dir: Option<tempfile::TempDir>,
+}
+
+impl Sandbox {
+    /// Boots and waits for the agent.
+    pub async fn boot(opts: &BootOptions) -> Result<Sandbox, BootError> {
+        let HypervisorKind::Qemu = opts.hypervisor;
+        kernel::inspect(&opts.vm.kernel)?;
+        if !opts.vm.initrd.is_file() {
+            return Err(BootError::InitrdMissing(
+                opts.vm.initrd.display().to_string(),
+            ));
+        }
+        let (dir, tmp) = run_dir(opts.run_dir.as_deref())?;
+        let accel = opts.accel.unwrap_or_else(accel::detect);
+        info!(accel = accel.name(), why = accel.reason(), "accelerator");
+        let mut vm = QemuVm::launch(&opts.qemu_binary, &opts.vm, accel, &dir)?;
+        let agent = wait_for_agent(&mut vm, opts.agent_port, opts.agent_timeout).await?;
+        let ready_after = vm.launched_at.elapsed();
+        info!(ms = ready_after.as_millis() as u64, "agent ready");
+        Ok(Sandbox {
+            vm,
+            agent,
+            ready_after,
+            _run_dir: tmp,
+        })
+    }
+
+    pub async fn details(&self) -> anyhow::Result<GuestDetails> {
+        Ok(self.agent.guest_details().await?)
+    }
+
+    /// Stops the VM and waits until QEMU and the vsock backend are gone.
+    pub fn shutdown(mut self) -> Option<std::process::ExitStatus> {
+        self.vm.shutdown(Duration::from_secs(5))
+    }
+}
+
+fn run_dir(given: Option<&Path>) -> Result<(PathBuf, Option<tempfile::TempDir>), BootError> {
+    match given {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(BootError::RunDir)?;
+            Ok((d.to_path_buf(), None))
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("cloister-vm-")
+                .tempdir()
+                .map_err(BootError::RunDir)?;
+            Ok((t.path().to_path_buf(), Some(t)))
+        }
+    }
+}
+
+/// Polls the agent: connect over vsock, then Health, until SERVING, the VM
+/// dies, or the timeout passes. A guest that resets the connection is not
+/// ready yet (or has nothing on that port; only the timeout can tell).
+async fn wait_for_agent(vm: &mut QemuVm, port: u32, timeout: Duration) -> Result<Agent, BootError> {
+    let started = Instant::now();
+    let mut last = String::from("no attempt yet");
+    loop {
+        if let Some(status) = vm.try_wait() {
+            return Err(BootError::VmDied {
+                status: status.to_string(),
+                qemu_tail: vm.qemu_log_tail(TAIL_LINES),
+                console_tail: vm.console_tail(TAIL_LINES),
+            });
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= timeout {
+            return Err(BootError::AgentTimeout {
+                port,
+                waited: elapsed,
+                last,
+                console_tail: vm.console_tail(TAIL_LINES),
+            });
+        }
+        let per_try = (timeout - elapsed).min(Duration::from_secs(2));
+        let sock = vm.vsock_socket().to_path_buf();
+        let attempt = tokio::task::spawn_blocking(move || connect_vsock(&sock, port, per_try))
+            .await
+            .expect("connect task");
+        match attempt {
+            Ok(stream) => match Agent::from_stream(stream, per_try) {
+                Ok(agent) => match agent.health().await {
+                    Ok(true) => return Ok(agent),
+                    Ok(false) => last = "agent reports NOT_SERVING".into(),
+                    Err(e) => last = format!("Health.Check failed: {e}"),
+                },
+                Err(e) => last = format!("setting up the ttrpc client: {e}"),
+            },
+            Err(e @ ConnectError::Refused { .. }) => last = e.to_string(),
+            Err(e @ ConnectError::Socket { .. }) => last = e.to_string(),
+            Err(e) => last = e.to_string(),
+        }
+        debug!(%last, "agent not ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,101 @@
+//! Shared helpers for the end-to-end tests: where the artifacts are, and
+//! skipping (or, under CI=true, failing) when a prerequisite is missing.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Skips the test with a reason, or fails it under CI=true, where every
+/// prerequisite must be present.
+pub fn skip_or_fail(reason: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("prerequisite missing under CI=true: {reason}");
+    }
+    eprintln!("SKIP: {reason}");
+}
+
+fn env_file(var: &str, what: &str) -> Option<PathBuf> {
+    match std::env::var_os(var).map(PathBuf::from) {
+        Some(p) if p.is_file() => Some(p),
+        Some(p) => {
+            skip_or_fail(&format!("{var}={} does not exist ({what})", p.display()));
+            None
+        }
+        None => {
+            skip_or_fail(&format!(
+                "{var} is not set ({what}); run scripts/test, which builds it"
+            ));
+            None
+        }
+    }
+}
+
+pub fn kernel() -> Option<PathBuf> {
+    env_file("CLOISTER_KERNEL", "guest kernel from kernel-config/build")
+}
+
+pub fn agent_initrd() -> Option<PathBuf> {
+    env_file("CLOISTER_INITRD", "initramfs from `cloister initrd build`")
+}
+
+pub fn busybox() -> Option<PathBuf> {
+    let p = PathBuf::from("/bin/busybox");
+    if p.is_file() {
+        Some(p)
+    } else {
+        skip_or_fail("/bin/busybox is missing (apt-get install busybox-static)");
+        None
+    }
+}
+
+pub fn qemu() -> bool {
+    let ok = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        skip_or_fail("qemu-system-x86_64 is missing (apt-get install qemu-system-x86)");
+    }
+    ok
+}
+
+/// The `cloister` binary cargo built next to this test.
+pub fn cloister_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join("cloister");
+    assert!(
+        p.is_file(),
+        "{} not built; run cargo test --workspace",
+        p.display()
+    );
+    p
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn cloister(args: &[&str]) -> Output {
+    Command::new(cloister_bin()).args(args).output().unwrap()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Processes whose command line mentions `needle` (to prove nothing is left).
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
