@@ -29,6 +29,9 @@ enum Command {
     /// Measure performance, against a real peer where there is one.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
+    /// Verify TEE evidence (SNP reports, TDX quotes).
+    #[command(subcommand)]
+    Attest(cli::attest::AttestCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +46,7 @@ fn main() -> std::process::ExitCode {
         Command::Vm(c) => cli::vm::run(c),
         Command::Initrd(c) => cli::initrd::run(c),
         Command::Bench(c) => cli::bench::run(c),
+        Command::Attest(c) => cli::attest::run(c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

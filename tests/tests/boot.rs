@@ -202,7 +202,7 @@ fn agent_timeout_is_reported_with_the_serial_tail() {
         "--initrd",
         i.to_str().unwrap(),
         "--timeout",
-        "6",
+        "20",
         "--run-dir",
         run_dir.to_str().unwrap(),
     ]);
@@ -237,7 +237,7 @@ fn wrong_vsock_port_is_refused() {
         "--agent-port",
         "1025",
         "--timeout",
-        "8",
+        "20",
     ]);
     let e = text(&out.stderr);
     assert!(!out.status.success());

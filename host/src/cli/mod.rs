@@ -1,3 +1,4 @@
+pub mod attest;
 pub mod bench;
 pub mod initrd;
 pub mod vm;

@@ -66,7 +66,9 @@ pub fn args(cfg: &VmConfig, accel: Accel, paths: &QemuPaths) -> Vec<OsString> {
     a.push("-chardev".into());
     a.push(os_concat("socket,id=vsock,path=", &paths.vhost_socket));
     a.push("-device".into());
-    a.push(format!("vhost-user-vsock-device,chardev=vsock,guest-cid={GUEST_CID}").into());
+    // The guest CID is not a QEMU property here: QEMU reads it from the
+    // backend's config space (VsockDevice::config).
+    a.push("vhost-user-vsock-device,chardev=vsock".into());
     a.extend(boot_args(cfg));
     a
 }
@@ -88,7 +90,7 @@ fn machine_args(
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(s.into());
     push("-M");
-    push("microvm,acpi=off,x-option-roms=off,rtc=off");
+    push("microvm,acpi=off,x-option-roms=off");
     push("-accel");
     push(accel.name());
     push("-cpu");
@@ -292,7 +294,7 @@ mod tests {
         assert!(s.contains("-M microvm,acpi=off"), "{s}");
         assert!(s.contains("-object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem"), "{s}");
         assert!(
-            s.contains("-device vhost-user-vsock-device,chardev=vsock,guest-cid=3"),
+            s.contains("-device vhost-user-vsock-device,chardev=vsock "),
             "{s}"
         );
         assert!(

@@ -32,4 +32,4 @@ pub const TX_QUEUE: usize = 1;
 pub const EVENT_QUEUE: usize = 2;
 pub const NUM_QUEUES: usize = 3;
 /// Largest queue the device accepts.
-pub const QUEUE_SIZE: u16 = 256;
+pub const QUEUE_SIZE: u16 = 1024;
