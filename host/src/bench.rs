@@ -27,7 +27,7 @@ impl Summary {
         if n == 0 {
             return Duration::ZERO;
         }
-        if n % 2 == 1 {
+        if !n.is_multiple_of(2) {
             v[n / 2]
         } else {
             (v[n / 2 - 1] + v[n / 2]) / 2

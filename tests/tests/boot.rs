@@ -247,3 +247,38 @@ fn wrong_vsock_port_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn killing_cloister_does_not_leave_qemu_running() {
+    let Some(k) = kernel() else { return };
+    if !qemu() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let Some(i) = busybox_initrd(d.path(), "exec /bin/busybox sleep 600") else {
+        return;
+    };
+    let run_dir = d.path().join("vm");
+    let mut child = std::process::Command::new(cloister_bin())
+        .args(["vm", "boot", "--kernel", k.to_str().unwrap(), "--initrd", i.to_str().unwrap()])
+        .args(["--timeout", "120", "--run-dir", run_dir.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let needle = run_dir.join("console.log");
+    let needle = needle.to_str().unwrap();
+    let wait_for = |want_running: bool| {
+        for _ in 0..500 {
+            let running = processes_mentioning(needle).iter().any(|c| c.contains("qemu-system"));
+            if running == want_running {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    };
+    assert!(wait_for(true), "QEMU never started");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(wait_for(false), "QEMU outlived a SIGKILLed cloister");
+}

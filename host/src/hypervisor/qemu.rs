@@ -172,11 +172,22 @@ impl QemuVm {
         })?;
         let args = args(cfg, accel, &paths);
         debug!(?args, "starting QEMU");
-        let child = Command::new(binary)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
+        let mut cmd = Command::new(binary);
+        cmd.args(&args).stdin(Stdio::null()).stdout(log).stderr(log2);
+        // If cloister dies without shutting the VM down (SIGKILL, crash),
+        // QEMU must not outlive it.
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls prctl(2), which is async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .spawn()
             .map_err(|source| QemuError::Spawn {
                 binary: binary.to_string(),

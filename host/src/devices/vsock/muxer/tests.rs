@@ -56,7 +56,7 @@ fn send(m: &mut Muxer, h: Header, data: &[u8]) {
 fn host_connect(m: &mut Muxer, path: &Path, port: u32) -> (UnixStream, Header) {
     let mut s = UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "CONNECT {port}\n").unwrap();
+    writeln!(s, "CONNECT {port}").unwrap();
     let mut buf = [0u8; 64];
     let (h, _) = next_rx(m, &mut buf);
     (s, h)
