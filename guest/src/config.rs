@@ -13,10 +13,13 @@ pub struct Config {
     pub log_level: String,
     /// TEE requested on the kernel command line (`cloister.tee=`), if any.
     pub tee_hint: Option<String>,
+    /// Log one JSON object per line (`--log-format json`,
+    /// `cloister.log_format=json`) instead of text.
+    pub log_json: bool,
 }
 
 const USAGE: &str =
-    "usage: cloister-agent [--listen unix://PATH|vsock://CID:PORT] [--log-level LEVEL]";
+    "usage: cloister-agent [--listen unix://PATH|vsock://CID:PORT] [--log-level LEVEL] [--log-format text|json] [--tee sim]";
 
 impl Config {
     pub fn load(is_init: bool) -> anyhow::Result<Self> {
@@ -25,6 +28,7 @@ impl Config {
             listen: format!("vsock://-1:{AGENT_VSOCK_PORT}"),
             log_level: "info".into(),
             tee_hint: None,
+            log_json: false,
         };
         if is_init {
             let cmdline =
@@ -53,6 +57,7 @@ impl Config {
                 "--listen" => self.listen = value()?,
                 "--log-level" => self.log_level = value()?,
                 "--tee" => self.tee_hint = Some(value()?),
+                "--log-format" => self.log_json = parse_log_format(&value()?)?,
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -78,10 +83,19 @@ impl Config {
                 }
                 "cloister.log" => self.log_level = v.to_string(),
                 "cloister.tee" => self.tee_hint = Some(v.to_string()),
+                "cloister.log_format" => self.log_json = parse_log_format(v)?,
                 _ => {}
             }
         }
         Ok(())
+    }
+}
+
+fn parse_log_format(v: &str) -> anyhow::Result<bool> {
+    match v {
+        "text" => Ok(false),
+        "json" => Ok(true),
+        _ => bail!("log format must be text or json, got {v:?}"),
     }
 }
 
@@ -103,6 +117,7 @@ mod tests {
             listen: "vsock://-1:1024".into(),
             log_level: "info".into(),
             tee_hint: None,
+            log_json: false,
         }
     }
 
@@ -110,9 +125,10 @@ mod tests {
     fn kernel_cmdline_parameters() {
         let mut c = base();
         c.apply_kernel_cmdline(
-            "console=ttyS0 cloister.port=2000 cloister.log=debug cloister.tee=sim quiet",
+            "console=ttyS0 cloister.port=2000 cloister.log=debug cloister.tee=sim cloister.log_format=json quiet",
         )
         .unwrap();
+        assert!(c.log_json);
         assert_eq!(c.listen, "vsock://-1:2000");
         assert_eq!(c.log_level, "debug");
         assert_eq!(c.tee_hint.as_deref(), Some("sim"));

@@ -6,8 +6,12 @@
 //! broken guest never hangs.
 mod config;
 mod init;
+mod initdata;
+mod metrics;
+mod policy;
 mod reaper;
 mod rpc;
+mod sandbox;
 mod server;
 mod tee;
 
@@ -64,17 +68,26 @@ async fn run(cfg: Config, started: Instant) -> anyhow::Result<()> {
     if cfg.is_init {
         reaper::spawn().context("starting the child reaper")?;
     }
-    let state = rpc::AgentState::new(cfg.is_init, tee, started);
+    let host_data = tee::host_data_source(tee);
+    if tee == tee::Tee::None {
+        tracing::warn!(tee = tee::NO_TEE_WARNING, "no TEE found: {}", tee::NO_TEE_WARNING);
+    }
+    let state = rpc::AgentState::new(cfg.is_init, tee, host_data, started);
     server::serve(&cfg.listen, state).await
 }
 
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if cfg.log_json {
+        // One JSON object per line: what `cloister policy explain` reads.
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
 }

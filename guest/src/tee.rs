@@ -1,5 +1,7 @@
-//! Which TEE the agent runs in, from the devices the guest kernel exposes.
+//! Which TEE the agent runs in, from the devices the guest kernel exposes,
+//! and where the agent reads the HOST_DATA that binds initdata to it.
 use std::path::Path;
+use std::sync::Arc;
 
 use cloister_protocol::TeeType;
 
@@ -30,6 +32,65 @@ impl Tee {
             Tee::Snp => TeeType::TEE_TYPE_SNP,
             Tee::Tdx => TeeType::TEE_TYPE_TDX,
         }
+    }
+}
+
+/// Said in every log line where the missing hardware binding matters.
+pub const NO_TEE_WARNING: &str = "NO TEE: initdata not bound to hardware, development only";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TeeError {
+    #[error("{tee}: no HOST_DATA source is available in this agent build yet; refusing initdata rather than accepting it unbound")]
+    NoSource { tee: &'static str },
+    /// For the attesters that plug in here (sim, SNP, TDX).
+    #[allow(dead_code)]
+    #[error("{tee}: reading HOST_DATA from the TEE report failed: {message}")]
+    Report { tee: &'static str, message: String },
+}
+
+/// Where HOST_DATA (SNP) / MRCONFIGID (TDX) comes from: a fresh report of
+/// the TEE the agent runs in. The sim and SNP attesters implement this.
+pub trait HostDataSource: Send + Sync {
+    /// Short name for logs, e.g. `snp`.
+    fn name(&self) -> &'static str;
+    /// The report's HOST_DATA bytes, or `None` when there is no TEE at all
+    /// (the development-only mode in which initdata is not bound).
+    fn host_data(&self) -> Result<Option<Vec<u8>>, TeeError>;
+}
+
+/// No TEE: nothing binds initdata. Every acceptance is logged with
+/// [`NO_TEE_WARNING`].
+pub struct NoTee;
+
+impl HostDataSource for NoTee {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+    fn host_data(&self) -> Result<Option<Vec<u8>>, TeeError> {
+        Ok(None)
+    }
+}
+
+/// A TEE was detected, but this build has no attester for it yet: initdata
+/// is refused, never silently accepted unbound.
+pub struct Unsupported(pub &'static str);
+
+impl HostDataSource for Unsupported {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn host_data(&self) -> Result<Option<Vec<u8>>, TeeError> {
+        Err(TeeError::NoSource { tee: self.0 })
+    }
+}
+
+/// The HOST_DATA source for the detected TEE.
+pub fn host_data_source(tee: Tee) -> Arc<dyn HostDataSource> {
+    match tee {
+        Tee::None => Arc::new(NoTee),
+        Tee::Sim => Arc::new(Unsupported("sim")),
+        Tee::Snp => Arc::new(Unsupported("snp")),
+        Tee::Tdx => Arc::new(Unsupported("tdx")),
     }
 }
 

@@ -29,9 +29,15 @@ enum Command {
     /// Measure performance, against a real peer where there is one.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
+    /// Pull, verify, decrypt and unpack container images (the guest's pipeline).
+    #[command(subcommand)]
+    Image(cli::image::ImageCommand),
     /// Verify TEE evidence (SNP reports, TDX quotes).
     #[command(subcommand)]
     Attest(cli::attest::AttestCommand),
+    /// Compute launch measurements (reference values) for TEE guests.
+    #[command(subcommand)]
+    Measure(cli::measure::MeasureCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,7 +52,9 @@ fn main() -> std::process::ExitCode {
         Command::Vm(c) => cli::vm::run(c),
         Command::Initrd(c) => cli::initrd::run(c),
         Command::Bench(c) => cli::bench::run(c),
+        Command::Image(c) => cli::image::run(c),
         Command::Attest(c) => cli::attest::run(c),
+        Command::Measure(c) => cli::measure::run(c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

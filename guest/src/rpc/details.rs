@@ -1,43 +1,24 @@
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use cloister_protocol::agent_ttrpc::Agent;
-use cloister_protocol::{GetGuestDetailsRequest, GuestDetails};
+//! GetGuestDetails: what the host may know about the guest.
+use cloister_protocol::GuestDetails;
 
 use super::AgentState;
 
-pub struct AgentService {
-    state: Arc<AgentState>,
-}
-
-impl AgentService {
-    pub fn new(state: Arc<AgentState>) -> Self {
-        AgentService { state }
-    }
-}
-
-#[async_trait]
-impl Agent for AgentService {
-    async fn get_guest_details(
-        &self,
-        _ctx: &ttrpc::r#async::TtrpcContext,
-        _req: GetGuestDetailsRequest,
-    ) -> ttrpc::Result<GuestDetails> {
-        let s = &self.state;
-        Ok(GuestDetails {
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            kernel_version: nix::sys::utsname::uname()
-                .map(|u| u.release().to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            tee: s.tee.to_proto().into(),
-            is_init: s.is_init,
-            uptime_ms: s.started.elapsed().as_millis() as u64,
-            memory_total_kib: mem_total_kib().unwrap_or(0),
-            online_cpus: std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(0),
-            ..Default::default()
-        })
+pub fn guest_details(s: &AgentState) -> GuestDetails {
+    GuestDetails {
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel_version: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        tee: s.tee.to_proto().into(),
+        is_init: s.is_init,
+        uptime_ms: s.started.elapsed().as_millis() as u64,
+        memory_total_kib: mem_total_kib().unwrap_or(0),
+        online_cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(0),
+        sandbox_created: s.sandbox().info.is_some(),
+        policy_sha256: s.gate.sha256(),
+        ..Default::default()
     }
 }
 

@@ -1,3 +1,4 @@
+//! The Health service: liveness for the host, policy-checked like the rest.
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,12 +11,12 @@ use tracing::debug;
 use super::AgentState;
 
 pub struct HealthService {
-    _state: Arc<AgentState>,
+    state: Arc<AgentState>,
 }
 
 impl HealthService {
     pub fn new(state: Arc<AgentState>) -> Self {
-        HealthService { _state: state }
+        HealthService { state }
     }
 }
 
@@ -26,6 +27,7 @@ impl Health for HealthService {
         _ctx: &ttrpc::r#async::TtrpcContext,
         req: HealthCheckRequest,
     ) -> ttrpc::Result<HealthCheckResponse> {
+        self.state.authorize(&req)?;
         debug!(service = %req.service, "health check");
         Ok(HealthCheckResponse {
             status: ServingStatus::SERVING.into(),

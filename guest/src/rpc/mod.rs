@@ -1,29 +1,103 @@
-//! ttrpc service implementations. Each RPC is a thin handler: later the
-//! policy check comes first, then a call into the module that does the work.
+//! ttrpc service implementations. `service.rs` lists the RPCs, each a thin
+//! handler: the policy gate first, then one call into the module for its
+//! concern (sandbox, containers, processes, stdio, control, details).
+mod containers;
+mod control;
 mod details;
 mod health;
+mod processes;
+mod sandbox;
+mod service;
+mod stdio;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-pub use details::AgentService;
 pub use health::HealthService;
+pub use service::AgentService;
 
-use crate::tee::Tee;
+use crate::metrics::Metrics;
+use crate::policy::PolicyGate;
+use crate::sandbox::Sandbox;
+use crate::tee::{HostDataSource, Tee};
 
 /// What every handler may read about the agent itself.
 pub struct AgentState {
     pub is_init: bool,
     pub tee: Tee,
     pub started: Instant,
+    pub host_data: Arc<dyn HostDataSource>,
+    pub metrics: Arc<Metrics>,
+    pub gate: PolicyGate,
+    sandbox: Mutex<Sandbox>,
 }
 
 impl AgentState {
-    pub fn new(is_init: bool, tee: Tee, started: Instant) -> Arc<Self> {
+    pub fn new(
+        is_init: bool,
+        tee: Tee,
+        host_data: Arc<dyn HostDataSource>,
+        started: Instant,
+    ) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::new());
         Arc::new(AgentState {
             is_init,
             tee,
             started,
+            host_data,
+            gate: PolicyGate::builtin(metrics.clone()),
+            metrics,
+            sandbox: Mutex::new(Sandbox::default()),
         })
+    }
+
+    pub fn sandbox(&self) -> MutexGuard<'_, Sandbox> {
+        self.sandbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The policy check every handler starts with.
+    pub fn authorize<M: protobuf::MessageFull>(&self, req: &M) -> ttrpc::Result<()> {
+        let state = self.sandbox().policy_state(M::descriptor().name());
+        self.gate.check(req, state)
+    }
+}
+
+/// A ttrpc error status.
+pub fn status(code: ttrpc::Code, msg: impl Into<String>) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
+}
+
+/// Longest container/exec id; the same rule the generated policies use.
+const MAX_ID: usize = 64;
+
+/// Ids become paths and cgroup names: `[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`.
+pub fn check_id(what: &str, id: &str) -> ttrpc::Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = id.chars().take(80).collect();
+        Err(status(
+            ttrpc::Code::INVALID_ARGUMENT,
+            format!("{what} {shown:?} ({} bytes) is not [A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}", id.len()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_bounded_and_path_free() {
+        for good in ["c1", "a.b-c_d", &"x".repeat(64)] {
+            assert!(super::check_id("id", good).is_ok(), "{good}");
+        }
+        for bad in ["", "..", "../x", "a/b", "-a", &"x".repeat(65), "a b", "é"] {
+            assert!(super::check_id("id", bad).is_err(), "{bad}");
+        }
     }
 }

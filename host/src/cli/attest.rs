@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
+use cloister_evidence::sim::SimEvidence;
 use cloister_evidence::snp::{Product, SnpEvidence};
 use cloister_evidence::tdx::TdxEvidence;
 use cloister_evidence::{Check, Evidence, EvidenceFormat, ReferenceValues, VerifyOptions};
@@ -30,12 +31,17 @@ pub enum AttestCommand {
     /// TDX: --evidence is a v4 or v5 quote; its PCK chain is read from the quote
     /// unless --chain gives one. The chain must end in Intel's SGX Root CA. TCB-info
     /// and QE-identity evaluation are not performed yet (shown as [skip]).
+    ///
+    /// Sim (development only, NOT A TEE): --evidence is a cloister-sim report, --vcek
+    /// the sim VCEK and --chain the sim ASK and ARK, as the sim chip hands them out.
+    /// Refused unless --allow-sim is given; --sim-ark pins the sim root (e.g.
+    /// <sim state>/ca/ark.pem), otherwise the chain's own sim ARK is accepted.
     #[command(verbatim_doc_comment)]
     Verify {
         /// The evidence file: raw SNP report or TDX quote.
         #[arg(long)]
         evidence: PathBuf,
-        /// Evidence format: snp or tdx (default: detected from the bytes).
+        /// Evidence format: snp, tdx or sim (default: detected from the bytes).
         #[arg(long)]
         format: Option<EvidenceFormat>,
         /// SNP: the VCEK or VLEK certificate (DER or PEM).
@@ -60,6 +66,12 @@ pub enum AttestCommand {
         /// Accept guests whose policy allows debugging (SNP policy bit 19, TDX debug TD).
         #[arg(long)]
         allow_debug: bool,
+        /// Accept sim evidence (development only: it proves nothing about hardware).
+        #[arg(long)]
+        allow_sim: bool,
+        /// Sim: the sim ARK certificate (PEM or DER) the chain must end in.
+        #[arg(long)]
+        sim_ark: Option<PathBuf>,
     },
 }
 
@@ -74,13 +86,15 @@ pub fn run(cmd: AttestCommand) -> anyhow::Result<()> {
             at,
             reference_values,
             allow_debug,
+            allow_sim,
+            sim_ark,
         } => {
             let bytes = read(&evidence, "evidence")?;
             let format = match format {
                 Some(f) => f,
                 None => EvidenceFormat::detect(&bytes).with_context(|| {
                     format!(
-                        "cannot tell the format of {} ({} bytes); pass --format snp|tdx",
+                        "cannot tell the format of {} ({} bytes); pass --format snp|tdx|sim",
                         evidence.display(),
                         bytes.len()
                     )
@@ -99,6 +113,8 @@ pub fn run(cmd: AttestCommand) -> anyhow::Result<()> {
             if allow_debug {
                 opts.reference.policy.allow_debug = true;
             }
+            opts.allow_sim = allow_sim;
+            opts.sim_ark = sim_ark.map(|p| read(&p, "--sim-ark")).transpose()?;
             let chain = chain.map(|p| read(&p, "chain")).transpose()?;
 
             let vek;
@@ -111,6 +127,18 @@ pub fn run(cmd: AttestCommand) -> anyhow::Result<()> {
                         vek: &vek,
                         chain: chain.as_deref(),
                         product,
+                    })
+                }
+                EvidenceFormat::Sim => {
+                    let path =
+                        vcek.context("--vcek is required for sim evidence (the sim VCEK)")?;
+                    vek = read(&path, "--vcek")?;
+                    Evidence::Sim(SimEvidence {
+                        report: &bytes,
+                        vcek: &vek,
+                        chain: chain.as_deref().context(
+                            "--chain is required for sim evidence (the sim ASK and ARK)",
+                        )?,
                     })
                 }
                 EvidenceFormat::Tdx => {

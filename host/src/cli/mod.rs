@@ -1,6 +1,8 @@
 pub mod attest;
 pub mod bench;
+pub mod image;
 pub mod initrd;
+pub mod measure;
 pub mod vm;
 
 use std::path::PathBuf;

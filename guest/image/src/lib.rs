@@ -1,0 +1,60 @@
+//! In-guest image pipeline: pull, verify, decrypt, decompress, unpack, all
+//! streaming.
+//!
+//! The agent pulls images itself; the host never sees plaintext. Each
+//! layer flows from the registry through digest and HMAC checks,
+//! AES-CTR decryption (ocicrypt), gzip/zstd decompression, the diff_id
+//! check and a tar reader into a directory of the layer store, chunk by
+//! chunk: memory does not grow with layer or image size. Layers are
+//! shared between containers by diff_id and used as overlayfs lowerdirs.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), cloister_image::Error> {
+//! use std::sync::Arc;
+//! use cloister_image::{ImagePuller, LayerStore, NoSignatureVerification, Progress, PullOptions};
+//! cloister_image::install_crypto_provider();
+//! let store = LayerStore::open("/run/cloister/layers").expect("store");
+//! let puller = ImagePuller::new(store, PullOptions::default());
+//! let image = puller
+//!     .pull("registry.example:5000/app:1.0", &NoSignatureVerification, Arc::new(Progress::new()))
+//!     .await?;
+//! let lowerdirs = image.overlay_lowerdirs();
+//! # Ok(()) }
+//! ```
+//!
+//! Module map: `registry` (HTTP, auth, retries), `manifest` (indexes,
+//! media types, config), `verify` (the signature hook), `ocicrypt` (key
+//! unwrap and layer cipher), `stream` (verifying readers, decompression),
+//! `tar` (bounded tar parser), `unpack` (safe fd-relative extraction),
+//! `store` (content-addressed layer directories), `assemble` (rootfs
+//! copy when overlayfs is not an option), `layer` (one layer's pipeline),
+//! `pipeline` (a whole pull), `progress` (counters and events).
+
+pub mod assemble;
+pub mod digest;
+mod error;
+mod layer;
+pub mod manifest;
+pub mod ocicrypt;
+mod pipeline;
+pub mod progress;
+pub mod registry;
+pub mod store;
+pub mod stream;
+pub mod tar;
+pub mod unpack;
+pub mod verify;
+
+pub use assemble::{assemble_rootfs, AssembleMode};
+pub use digest::Sha256Digest;
+pub use error::{error_chain, Error};
+pub use layer::LayerError;
+pub use manifest::Platform;
+pub use ocicrypt::KeyRing;
+pub use pipeline::{ImagePuller, PullOptions, PulledImage, PulledLayer};
+pub use progress::{Progress, ProgressEvent};
+pub use registry::{install_crypto_provider, Auth, Registry, RegistryOptions, RetryPolicy};
+pub use store::LayerStore;
+pub use stream::IntegrityError;
+pub use unpack::UnpackOptions;
+pub use verify::{ManifestToVerify, ManifestVerifier, NoSignatureVerification};

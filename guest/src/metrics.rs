@@ -1,0 +1,82 @@
+//! The agent's counters, exposed by GetMetrics in the Prometheus text
+//! format. Counted: what an operator or tenant would ask about, starting
+//! with every policy decision.
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// Request message name, e.g. `CreateContainerRequest`.
+    pub request: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub policy_decisions: Family<DecisionLabels, Counter>,
+    pub policy_replacements: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cloister_agent");
+        let policy_decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "policy_decisions",
+            "Agent policy decisions, by request and outcome",
+            policy_decisions.clone(),
+        );
+        let policy_replacements = Counter::default();
+        registry.register(
+            "policy_loads",
+            "Policies loaded after start (CreateSandbox, SetPolicy)",
+            policy_replacements.clone(),
+        );
+        Metrics {
+            registry,
+            policy_decisions,
+            policy_replacements,
+        }
+    }
+
+    pub fn count_decision(&self, request: &str, allowed: bool) {
+        self.policy_decisions
+            .get_or_create(&DecisionLabels {
+                request: request.to_string(),
+                decision: if allowed { "allow" } else { "deny" }.to_string(),
+            })
+            .inc();
+    }
+
+    /// OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decisions_are_counted_per_request_and_outcome() {
+        let m = super::Metrics::new();
+        m.count_decision("ExecProcessRequest", false);
+        m.count_decision("ExecProcessRequest", false);
+        m.count_decision("HealthCheckRequest", true);
+        let t = m.render();
+        assert!(
+            t.contains(r#"cloister_agent_policy_decisions_total{request="ExecProcessRequest",decision="deny"} 2"#),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"cloister_agent_policy_decisions_total{request="HealthCheckRequest",decision="allow"} 1"#),
+            "{t}"
+        );
+    }
+}
