@@ -38,6 +38,9 @@ enum Command {
     /// Compute launch measurements (reference values) for TEE guests.
     #[command(subcommand)]
     Measure(cli::measure::MeasureCommand),
+    /// Agent policies: evaluate, test, generate from manifests, explain denials.
+    #[command(subcommand)]
+    Policy(cli::policy::PolicyCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Image(c) => cli::image::run(c),
         Command::Attest(c) => cli::attest::run(c),
         Command::Measure(c) => cli::measure::run(c),
+        Command::Policy(c) => cli::policy::run(c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

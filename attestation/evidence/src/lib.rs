@@ -46,8 +46,11 @@ pub enum EvidenceFormat {
 
 impl EvidenceFormat {
     /// Every format, in the order `detect` tries them.
-    pub const ALL: &'static [EvidenceFormat] =
-        &[EvidenceFormat::Sim, EvidenceFormat::Snp, EvidenceFormat::Tdx];
+    pub const ALL: &'static [EvidenceFormat] = &[
+        EvidenceFormat::Sim,
+        EvidenceFormat::Snp,
+        EvidenceFormat::Tdx,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {

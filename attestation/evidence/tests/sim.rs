@@ -82,8 +82,22 @@ fn verifies_with_allow_sim_and_says_sim() {
     let json = serde_json::to_value(&v.claims).unwrap();
     assert_eq!(json["tee"], "sim");
     assert_eq!(json["host_data"], hex::encode(HOST_DATA));
-    let passed: Vec<_> = v.checks.iter().filter(|c| c.passed).map(|c| c.name.as_str()).collect();
-    for name in ["allow_sim", "sim marker", "sim ark pinned", "sim vcek signature", "sim chip id", "report signature", "measurement", "host_data"] {
+    let passed: Vec<_> = v
+        .checks
+        .iter()
+        .filter(|c| c.passed)
+        .map(|c| c.name.as_str())
+        .collect();
+    for name in [
+        "allow_sim",
+        "sim marker",
+        "sim ark pinned",
+        "sim vcek signature",
+        "sim chip id",
+        "report signature",
+        "measurement",
+        "host_data",
+    ] {
         assert!(passed.contains(&name), "{name} not passed: {:#?}", v.checks);
     }
 }
@@ -137,7 +151,13 @@ fn foreign_sim_root_and_wrong_reference_are_named() {
     let (other_chip, _) = issue(other.path());
     let e = sim::verify(&evidence(&r), &allow(&other_chip)).unwrap_err();
     assert!(
-        matches!(e.error, VerifyError::UntrustedRoot { root: "sim ark", .. }),
+        matches!(
+            e.error,
+            VerifyError::UntrustedRoot {
+                root: "sim ark",
+                ..
+            }
+        ),
         "{e}"
     );
 
@@ -211,7 +231,11 @@ fn the_chip_serves_reports_on_a_unix_socket() {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).unwrap();
     let e = wire::decode_response(&buf).unwrap_err();
-    assert!(e.to_string().contains("report_data must be 64 bytes, got 5"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("report_data must be 64 bytes, got 5"),
+        "{e}"
+    );
 
     server.stop();
     assert!(!sock.exists());

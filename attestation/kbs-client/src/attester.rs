@@ -73,9 +73,18 @@ impl SimAttester {
     }
 
     /// The raw response of the sim chip.
-    pub async fn report(&self, report_data: [u8; 64]) -> Result<wire::SimReportResponse, AttesterError> {
-        let mut s = self.transport.connect().await.map_err(AttesterError::Connect)?;
-        s.write_all(&wire::encode_request(&report_data)).await.map_err(AttesterError::Io)?;
+    pub async fn report(
+        &self,
+        report_data: [u8; 64],
+    ) -> Result<wire::SimReportResponse, AttesterError> {
+        let mut s = self
+            .transport
+            .connect()
+            .await
+            .map_err(AttesterError::Connect)?;
+        s.write_all(&wire::encode_request(&report_data))
+            .await
+            .map_err(AttesterError::Io)?;
         s.flush().await.map_err(AttesterError::Io)?;
         let mut buf = Vec::new();
         (&mut s)

@@ -77,19 +77,24 @@ pub struct KbsClient {
 fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, KbsClientError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        let cert = cert.map_err(|e| KbsClientError::Config(format!("KBS CA: not PEM certificates: {e}")))?;
+        let cert =
+            cert.map_err(|e| KbsClientError::Config(format!("KBS CA: not PEM certificates: {e}")))?;
         roots
             .add(cert)
             .map_err(|e| KbsClientError::Config(format!("KBS CA: {e}")))?;
     }
     if roots.is_empty() {
-        return Err(KbsClientError::Config("KBS CA: no certificate given".into()));
+        return Err(KbsClientError::Config(
+            "KBS CA: no certificate given".into(),
+        ));
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| KbsClientError::Config(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| KbsClientError::Config(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }
@@ -102,11 +107,18 @@ async fn problem(step: Step, resp: reqwest::Response) -> KbsClientError {
         detail: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
         ..Problem::default()
     });
-    KbsClientError::Refused { step, status, problem }
+    KbsClientError::Refused {
+        step,
+        status,
+        problem,
+    }
 }
 
 impl KbsClient {
-    pub fn new(config: KbsClientConfig, attester: Box<dyn Attester>) -> Result<KbsClient, KbsClientError> {
+    pub fn new(
+        config: KbsClientConfig,
+        attester: Box<dyn Attester>,
+    ) -> Result<KbsClient, KbsClientError> {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls_config(&config.ca_pem)?)
             .timeout(config.timeout)
@@ -150,7 +162,10 @@ impl KbsClient {
             .json(&req)
             .send()
             .await
-            .map_err(|source| KbsClientError::Http { step: Step::Auth, source })?;
+            .map_err(|source| KbsClientError::Http {
+                step: Step::Auth,
+                source,
+            })?;
         if resp.status() != StatusCode::OK {
             return Err(problem(Step::Auth, resp).await);
         }
@@ -159,22 +174,37 @@ impl KbsClient {
             .get_all(SET_COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| v.split(';').next()?.trim().strip_prefix(&format!("{SESSION_COOKIE}=")).map(str::to_string))
+            .filter_map(|v| {
+                v.split(';')
+                    .next()?
+                    .trim()
+                    .strip_prefix(&format!("{SESSION_COOKIE}="))
+                    .map(str::to_string)
+            })
             .next()
             .ok_or_else(|| KbsClientError::Protocol {
                 step: Step::Auth,
                 detail: format!("no {SESSION_COOKIE} cookie in the answer"),
             })?;
         self.session = Some(cookie);
-        resp.json::<Challenge>().await.map_err(|e| KbsClientError::Protocol {
-            step: Step::Auth,
-            detail: format!("not a Challenge: {e}"),
-        })
+        resp.json::<Challenge>()
+            .await
+            .map_err(|e| KbsClientError::Protocol {
+                step: Step::Auth,
+                detail: format!("not a Challenge: {e}"),
+            })
     }
 
     /// RCAR step 3, first half: evidence over the challenge and the TEE key.
-    pub async fn build_attestation(&self, challenge: &Challenge) -> Result<Attestation, KbsClientError> {
-        if let Some(alg) = challenge.extra_params.get("selected-hash-algorithm").and_then(|v| v.as_str()) {
+    pub async fn build_attestation(
+        &self,
+        challenge: &Challenge,
+    ) -> Result<Attestation, KbsClientError> {
+        if let Some(alg) = challenge
+            .extra_params
+            .get("selected-hash-algorithm")
+            .and_then(|v| v.as_str())
+        {
             if !alg.eq_ignore_ascii_case("sha384") {
                 return Err(KbsClientError::Protocol {
                     step: Step::Auth,
@@ -183,8 +213,13 @@ impl KbsClient {
             }
         }
         let tee_pubkey = self.key.public();
-        let report_data = crate::binding::report_data(&challenge.nonce, &tee_pubkey, "")
-            .map_err(|detail| KbsClientError::Protocol { step: Step::Evidence, detail })?;
+        let report_data =
+            crate::binding::report_data(&challenge.nonce, &tee_pubkey, "").map_err(|detail| {
+                KbsClientError::Protocol {
+                    step: Step::Evidence,
+                    detail,
+                }
+            })?;
         let evidence = self.attester.evidence(report_data).await?;
         Ok(Attestation {
             init_data: self.config.init_data.as_ref().map(|body| InitData {
@@ -208,10 +243,10 @@ impl KbsClient {
         if let Some(s) = &self.session {
             req = req.header(COOKIE, format!("{SESSION_COOKIE}={s}"));
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| KbsClientError::Http { step: Step::Attest, source })?;
+        let resp = req.send().await.map_err(|source| KbsClientError::Http {
+            step: Step::Attest,
+            source,
+        })?;
         if resp.status() != StatusCode::OK {
             return Err(problem(Step::Attest, resp).await);
         }
@@ -254,7 +289,12 @@ impl KbsClient {
     }
 
     /// One resource request with the current session (or token), no retries.
-    pub async fn fetch_resource(&self, repository: &str, kind: &str, tag: &str) -> Result<Vec<u8>, KbsClientError> {
+    pub async fn fetch_resource(
+        &self,
+        repository: &str,
+        kind: &str,
+        tag: &str,
+    ) -> Result<Vec<u8>, KbsClientError> {
         let path = format!("{repository}/{kind}/{tag}");
         let mut req = self.http.get(self.url(&format!("resource/{path}")));
         if let Some(s) = &self.session {
@@ -262,25 +302,33 @@ impl KbsClient {
         } else if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| KbsClientError::Http { step: Step::Resource, source })?;
+        let resp = req.send().await.map_err(|source| KbsClientError::Http {
+            step: Step::Resource,
+            source,
+        })?;
         if resp.status() != StatusCode::OK {
             return Err(problem(Step::Resource, resp).await);
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|source| KbsClientError::Http { step: Step::Resource, source })?;
+        let body = resp.bytes().await.map_err(|source| KbsClientError::Http {
+            step: Step::Resource,
+            source,
+        })?;
         self.key
             .decrypt(&body)
-            .map_err(|detail| KbsClientError::Decrypt { resource: path, detail })
+            .map_err(|detail| KbsClientError::Decrypt {
+                resource: path,
+                detail,
+            })
     }
 
     /// A resource: attests first if needed, attests again once if the KBS no
     /// longer knows the session (401), and retries transient failures.
-    pub async fn get_resource(&mut self, repository: &str, kind: &str, tag: &str) -> Result<Vec<u8>, KbsClientError> {
+    pub async fn get_resource(
+        &mut self,
+        repository: &str,
+        kind: &str,
+        tag: &str,
+    ) -> Result<Vec<u8>, KbsClientError> {
         if self.session.is_none() && self.token.is_none() {
             self.attest().await?;
         }

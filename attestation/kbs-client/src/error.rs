@@ -41,7 +41,11 @@ pub struct Problem {
 pub enum KbsClientError {
     /// The KBS answered with an error status.
     #[error("{step}: KBS refused: {} [{}, HTTP {status}]", .problem.detail, .problem.problem_type)]
-    Refused { step: Step, status: u16, problem: Problem },
+    Refused {
+        step: Step,
+        status: u16,
+        problem: Problem,
+    },
     /// The request did not complete (connection, TLS, timeout).
     #[error("{step}: {source}")]
     Http {

@@ -48,7 +48,9 @@ struct Header {
 }
 
 fn b64(s: &str, what: &str) -> Result<Vec<u8>, String> {
-    URL_SAFE_NO_PAD.decode(s).map_err(|e| format!("{what} is not base64url: {e}"))
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|e| format!("{what} is not base64url: {e}"))
 }
 
 /// Concat KDF (RFC 7518 §4.6.2) for ECDH-ES+A256KW: SHA-256, empty party info, 256 bits.
@@ -69,7 +71,8 @@ impl TeeKey {
         Ok(match kind {
             TeeKeyKind::EcP256 => TeeKey::Ec(p256::SecretKey::random(&mut OsRng)),
             TeeKeyKind::Rsa2048 => TeeKey::Rsa(Box::new(
-                rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| format!("generating RSA key: {e}"))?,
+                rsa::RsaPrivateKey::new(&mut OsRng, 2048)
+                    .map_err(|e| format!("generating RSA key: {e}"))?,
             )),
         })
     }
@@ -96,7 +99,8 @@ impl TeeKey {
 
     /// Decrypts a flattened JWE (the KBS's resource response, as JSON).
     pub fn decrypt(&self, jwe_json: &[u8]) -> Result<Vec<u8>, String> {
-        let v: serde_json::Value = serde_json::from_slice(jwe_json).map_err(|e| format!("not JSON: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(jwe_json).map_err(|e| format!("not JSON: {e}"))?;
         let field = |name: &str| {
             v.get(name)
                 .and_then(|f| f.as_str())
@@ -120,15 +124,23 @@ impl TeeKey {
                 if x.len() != 32 || y.len() != 32 {
                     return Err("epk coordinates must be 32 bytes".into());
                 }
-                let point = p256::EncodedPoint::from_affine_coordinates(x.as_slice().into(), y.as_slice().into(), false);
-                let epk = Option::<p256::PublicKey>::from(p256::PublicKey::from_encoded_point(&point))
-                    .ok_or("epk is not a P-256 point")?;
+                let point = p256::EncodedPoint::from_affine_coordinates(
+                    x.as_slice().into(),
+                    y.as_slice().into(),
+                    false,
+                );
+                let epk =
+                    Option::<p256::PublicKey>::from(p256::PublicKey::from_encoded_point(&point))
+                        .ok_or("epk is not a P-256 point")?;
                 let shared = p256::ecdh::diffie_hellman(k.to_nonzero_scalar(), epk.as_affine());
                 let kek = kek(shared.raw_secret_bytes());
                 Zeroizing::new(
                     aes_kw::KekAes256::from(*kek)
                         .unwrap_vec(&encrypted_key)
-                        .map_err(|_| "AES key unwrap failed (wrong key or tampered encrypted_key)".to_string())?,
+                        .map_err(|_| {
+                            "AES key unwrap failed (wrong key or tampered encrypted_key)"
+                                .to_string()
+                        })?,
                 )
             }
             (TeeKey::Rsa(k), RSA_OAEP_256) => Zeroizing::new(
@@ -150,8 +162,56 @@ impl TeeKey {
         let mut plain = b64(field("ciphertext")?, "ciphertext")?;
         Aes256Gcm::new_from_slice(&cek)
             .map_err(|e| e.to_string())?
-            .decrypt_in_place_detached(Nonce::from_slice(&iv), protected_b64.as_bytes(), &mut plain, tag.as_slice().into())
-            .map_err(|_| "AES-GCM authentication failed (tampered ciphertext, tag or header)".to_string())?;
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&iv),
+                protected_b64.as_bytes(),
+                &mut plain,
+                tag.as_slice().into(),
+            )
+            .map_err(|_| {
+                "AES-GCM authentication failed (tampered ciphertext, tag or header)".to_string()
+            })?;
         Ok(plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_keys_are_jwks_of_the_right_size() {
+        let TeePubKey::EC { crv, alg, x, y } =
+            TeeKey::generate(TeeKeyKind::EcP256).unwrap().public()
+        else {
+            panic!("not EC")
+        };
+        assert_eq!((crv.as_str(), alg.as_str()), ("P-256", ECDH_ES_A256KW));
+        assert_eq!(
+            (b64(&x, "x").unwrap().len(), b64(&y, "y").unwrap().len()),
+            (32, 32)
+        );
+        let TeePubKey::RSA { alg, k_mod, k_exp } =
+            TeeKey::generate(TeeKeyKind::Rsa2048).unwrap().public()
+        else {
+            panic!("not RSA")
+        };
+        assert_eq!(alg, RSA_OAEP_256);
+        assert_eq!(b64(&k_mod, "n").unwrap().len(), 256);
+        assert_eq!(b64(&k_exp, "e").unwrap(), [1, 0, 1]);
+    }
+
+    #[test]
+    fn garbage_is_refused_not_panicked_on() {
+        let k = TeeKey::generate(TeeKeyKind::EcP256).unwrap();
+        for bad in [
+            &b""[..],
+            b"{}",
+            b"[]",
+            br#"{"protected":"!!"}"#,
+            br#"{"protected":"e30"}"#,
+        ] {
+            assert!(k.decrypt(bad).is_err());
+        }
     }
 }

@@ -21,7 +21,9 @@ pub mod client;
 pub mod error;
 pub mod key;
 
-pub use attester::{sim_evidence_json, Attester, AttesterError, SimAttester, SimTransport, UnixTransport};
+pub use attester::{
+    sim_evidence_json, Attester, AttesterError, SimAttester, SimTransport, UnixTransport,
+};
 pub use client::{KbsClient, KbsClientConfig, Retry};
 pub use error::{KbsClientError, Problem, Step};
 pub use key::{TeeKey, TeeKeyKind};

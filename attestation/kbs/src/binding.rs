@@ -27,7 +27,8 @@ pub fn expected_report_data(
         "nonce": nonce,
         "additional-evidence": additional_evidence,
     });
-    let canonical = serde_json_canonicalizer::to_vec(&runtime).map_err(|e| format!("canonicalizing runtime data: {e}"))?;
+    let canonical = serde_json_canonicalizer::to_vec(&runtime)
+        .map_err(|e| format!("canonicalizing runtime data: {e}"))?;
     let mut out = [0u8; 64];
     out[..48].copy_from_slice(&Sha384::digest(canonical));
     Ok(out)

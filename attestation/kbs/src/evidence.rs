@@ -84,7 +84,10 @@ pub fn format_for(tee: Tee) -> Option<EvidenceFormat> {
 
 impl OwnedEvidence {
     /// Decodes the evidence JSON for `format`.
-    pub fn from_json(format: EvidenceFormat, v: serde_json::Value) -> Result<OwnedEvidence, String> {
+    pub fn from_json(
+        format: EvidenceFormat,
+        v: serde_json::Value,
+    ) -> Result<OwnedEvidence, String> {
         let shape = |e: serde_json::Error| format!("tee-evidence for {format}: {e}");
         Ok(match format {
             EvidenceFormat::Snp => {
@@ -111,7 +114,11 @@ impl OwnedEvidence {
                     chain: j.chain.into_bytes(),
                 }
             }
-            other => return Err(format!("evidence format {other} is not supported by this KBS")),
+            other => {
+                return Err(format!(
+                    "evidence format {other} is not supported by this KBS"
+                ))
+            }
         })
     }
 
@@ -132,7 +139,15 @@ impl OwnedEvidence {
                 quote,
                 pck_chain: pck_chain.as_deref(),
             }),
-            OwnedEvidence::Sim { report, vcek, chain } => Evidence::Sim(SimEvidence { report, vcek, chain }),
+            OwnedEvidence::Sim {
+                report,
+                vcek,
+                chain,
+            } => Evidence::Sim(SimEvidence {
+                report,
+                vcek,
+                chain,
+            }),
         }
     }
 }

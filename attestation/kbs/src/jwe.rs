@@ -68,9 +68,17 @@ pub fn encrypt(key: &TeePubKey, payload: &[u8]) -> Result<Response, String> {
             }
             let (x, y) = (b64(x, "x")?, b64(y, "y")?);
             if x.len() != 32 || y.len() != 32 {
-                return Err(format!("tee-pubkey: P-256 coordinates must be 32 bytes, got {} and {}", x.len(), y.len()));
+                return Err(format!(
+                    "tee-pubkey: P-256 coordinates must be 32 bytes, got {} and {}",
+                    x.len(),
+                    y.len()
+                ));
             }
-            let point = p256::EncodedPoint::from_affine_coordinates(x.as_slice().into(), y.as_slice().into(), false);
+            let point = p256::EncodedPoint::from_affine_coordinates(
+                x.as_slice().into(),
+                y.as_slice().into(),
+                false,
+            );
             let tee = Option::<p256::PublicKey>::from(p256::PublicKey::from_encoded_point(&point))
                 .ok_or("tee-pubkey: not a point on P-256")?;
             let eph = p256::ecdh::EphemeralSecret::random(&mut OsRng);
@@ -80,7 +88,10 @@ pub fn encrypt(key: &TeePubKey, payload: &[u8]) -> Result<Response, String> {
                 .wrap_vec(cek.as_ref())
                 .map_err(|e| format!("AES key wrap: {e:?}"))?;
             let epk = eph.public_key().to_encoded_point(false);
-            let (ex, ey) = (epk.x().ok_or("ephemeral key without x")?, epk.y().ok_or("ephemeral key without y")?);
+            let (ex, ey) = (
+                epk.x().ok_or("ephemeral key without x")?,
+                epk.y().ok_or("ephemeral key without y")?,
+            );
             let header = ProtectedHeader {
                 alg: ECDH_ES_A256KW.into(),
                 enc: A256GCM.into(),
@@ -93,11 +104,14 @@ pub fn encrypt(key: &TeePubKey, payload: &[u8]) -> Result<Response, String> {
         }
         TeePubKey::RSA { alg, k_mod, k_exp } => {
             if alg != RSA_OAEP_256 {
-                return Err(format!("tee-pubkey: RSA alg must be {RSA_OAEP_256}, got {alg}"));
+                return Err(format!(
+                    "tee-pubkey: RSA alg must be {RSA_OAEP_256}, got {alg}"
+                ));
             }
             let n = rsa::BigUint::from_bytes_be(&b64(k_mod, "n")?);
             let e = rsa::BigUint::from_bytes_be(&b64(k_exp, "e")?);
-            let key = rsa::RsaPublicKey::new(n, e).map_err(|e| format!("tee-pubkey: invalid RSA key: {e}"))?;
+            let key = rsa::RsaPublicKey::new(n, e)
+                .map_err(|e| format!("tee-pubkey: invalid RSA key: {e}"))?;
             if rsa::traits::PublicKeyParts::size(&key) < 256 {
                 return Err("tee-pubkey: RSA keys must have at least 2048 bits".into());
             }
@@ -113,9 +127,13 @@ pub fn encrypt(key: &TeePubKey, payload: &[u8]) -> Result<Response, String> {
                 enc,
             )
         }
-        TeePubKey::AKP { alg, .. } => return Err(format!("tee-pubkey: AKP keys ({alg}) are not supported")),
+        TeePubKey::AKP { alg, .. } => {
+            return Err(format!("tee-pubkey: AKP keys ({alg}) are not supported"))
+        }
     };
-    let aad = protected.generate_aad().map_err(|e| format!("JWE header: {e}"))?;
+    let aad = protected
+        .generate_aad()
+        .map_err(|e| format!("JWE header: {e}"))?;
     let mut iv = [0u8; 12];
     OsRng.fill_bytes(&mut iv);
     let mut ciphertext = payload.to_vec();
@@ -140,8 +158,8 @@ mod tests {
     #[test]
     fn kdf_matches_rfc7518_appendix_c() {
         let z = [
-            158, 86, 217, 29, 129, 113, 53, 211, 114, 131, 66, 131, 191, 132, 38, 156, 251, 49, 110, 163, 218, 128, 106,
-            72, 246, 218, 167, 121, 140, 254, 144, 196,
+            158, 86, 217, 29, 129, 113, 53, 211, 114, 131, 66, 131, 191, 132, 38, 156, 251, 49,
+            110, 163, 218, 128, 106, 72, 246, 218, 167, 121, 140, 254, 144, 196,
         ];
         let k = concat_kdf(&z, "A128GCM", b"Alice", b"Bob", 128);
         assert_eq!(URL_SAFE_NO_PAD.encode(&*k), "VqqN6vgjbSBcIijNcacQGg");
@@ -150,13 +168,22 @@ mod tests {
     #[test]
     fn refuses_unsupported_keys() {
         let e = encrypt(
-            &TeePubKey::RSA { alg: "RSA1_5".into(), k_mod: "AQAB".into(), k_exp: "AQAB".into() },
+            &TeePubKey::RSA {
+                alg: "RSA1_5".into(),
+                k_mod: "AQAB".into(),
+                k_exp: "AQAB".into(),
+            },
             b"x",
         )
         .unwrap_err();
         assert!(e.contains("RSA-OAEP-256"), "{e}");
         let e = encrypt(
-            &TeePubKey::EC { crv: "P-256".into(), alg: ECDH_ES_A256KW.into(), x: "AA".into(), y: "AA".into() },
+            &TeePubKey::EC {
+                crv: "P-256".into(),
+                alg: ECDH_ES_A256KW.into(),
+                x: "AA".into(),
+                y: "AA".into(),
+            },
             b"x",
         )
         .unwrap_err();

@@ -9,6 +9,7 @@
 //! A second listener serves the admin API ([`api::admin`]), authenticated by a
 //! bearer token fixed at start; it sets resources, policies and reference values,
 //! which are kept in the state directory ([`store`]) and survive restarts.
+pub mod admin_client;
 pub mod api;
 pub mod binding;
 pub mod evidence;
@@ -79,7 +80,10 @@ pub enum KbsError {
     #[error("TLS: {0}")]
     Tls(String),
     #[error("listening on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// The broker's state, shared by all requests.
@@ -95,7 +99,12 @@ pub struct Kbs {
     admin_token_sha256: [u8; 32],
 }
 
-fn load_policy(store: &Store, file: &'static str, kind: PolicyKind, default: &str) -> Result<Policy, KbsError> {
+fn load_policy(
+    store: &Store,
+    file: &'static str,
+    kind: PolicyKind,
+    default: &str,
+) -> Result<Policy, KbsError> {
     let text = match store.get(file)? {
         Some(b) => String::from_utf8(b).map_err(|_| KbsError::StoredState {
             file,
@@ -113,7 +122,9 @@ impl Kbs {
     /// Opens the state directory and loads what was stored there.
     pub fn open(config: &KbsConfig) -> Result<Arc<Kbs>, KbsError> {
         if config.admin_token.trim().len() < 16 {
-            return Err(KbsError::Config("the admin token must be at least 16 characters".into()));
+            return Err(KbsError::Config(
+                "the admin token must be at least 16 characters".into(),
+            ));
         }
         if config.allow_sim && config.sim_ark.is_none() {
             return Err(KbsError::Config(
@@ -122,9 +133,11 @@ impl Kbs {
         }
         let store = Store::open(&config.state_dir)?;
         let reference = match store.get(store::REFERENCE_VALUES)? {
-            Some(b) => ReferenceValues::from_json(&String::from_utf8_lossy(&b)).map_err(|e| KbsError::StoredState {
-                file: store::REFERENCE_VALUES,
-                detail: e.to_string(),
+            Some(b) => ReferenceValues::from_json(&String::from_utf8_lossy(&b)).map_err(|e| {
+                KbsError::StoredState {
+                    file: store::REFERENCE_VALUES,
+                    detail: e.to_string(),
+                }
             })?,
             None => ReferenceValues::default(),
         };
@@ -165,7 +178,10 @@ impl Kbs {
     }
 
     pub fn reference(&self) -> ReferenceValues {
-        self.reference.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.reference
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn policy(&self, kind: PolicyKind) -> Policy {

@@ -95,7 +95,9 @@ pub struct Policy {
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy").field("kind", &self.kind).finish_non_exhaustive()
+        f.debug_struct("Policy")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,7 +144,8 @@ impl Policy {
             .read()
             .map_err(|_| eval_err("policy engine lock poisoned".into()))?
             .clone();
-        let input = Value::from_json_str(&input.to_string()).map_err(|e| eval_err(e.to_string()))?;
+        let input =
+            Value::from_json_str(&input.to_string()).map_err(|e| eval_err(e.to_string()))?;
         engine.set_input(input);
         let allow = engine
             .eval_rule(format!("data.{}.allow", self.kind.package()))
@@ -161,7 +164,10 @@ impl Policy {
                     .and_then(|s| serde_json::from_str(&s).ok())
                     .unwrap_or_default();
                 if let Some(items) = json.as_array() {
-                    reasons = items.iter().map(|i| i.as_str().map_or(i.to_string(), str::to_string)).collect();
+                    reasons = items
+                        .iter()
+                        .map(|i| i.as_str().map_or(i.to_string(), str::to_string))
+                        .collect();
                 }
             }
         }
@@ -185,7 +191,13 @@ mod tests {
         let d = p
             .evaluate(&json!({"tee": "sim", "claims": {}, "reference": {"measurement": ["aa"]}}))
             .unwrap();
-        assert_eq!(d, Decision { allow: true, reasons: vec![] });
+        assert_eq!(
+            d,
+            Decision {
+                allow: true,
+                reasons: vec![]
+            }
+        );
     }
 
     #[test]
@@ -195,21 +207,46 @@ mod tests {
             "package cloister.resource\nallow if { input.resource.tag == \"k1\" }\ndeny_reasons contains sprintf(\"tag %s is not k1\", [input.resource.tag]) if { input.resource.tag != \"k1\" }\n",
         )
         .unwrap();
-        assert!(p.evaluate(&json!({"resource": {"tag": "k1"}})).unwrap().allow);
+        assert!(
+            p.evaluate(&json!({"resource": {"tag": "k1"}}))
+                .unwrap()
+                .allow
+        );
         let d = p.evaluate(&json!({"resource": {"tag": "k2"}})).unwrap();
-        assert_eq!(d, Decision { allow: false, reasons: vec!["tag k2 is not k1".into()] });
-        assert!(Policy::compile(PolicyKind::Resource, DEFAULT_RESOURCE_POLICY)
-            .unwrap()
-            .evaluate(&json!({"tee": "snp"}))
-            .unwrap()
-            .allow);
+        assert_eq!(
+            d,
+            Decision {
+                allow: false,
+                reasons: vec!["tag k2 is not k1".into()]
+            }
+        );
+        assert!(
+            Policy::compile(PolicyKind::Resource, DEFAULT_RESOURCE_POLICY)
+                .unwrap()
+                .evaluate(&json!({"tee": "snp"}))
+                .unwrap()
+                .allow
+        );
     }
 
     #[test]
     fn bad_policies_are_refused_with_the_reason() {
-        let e = Policy::compile(PolicyKind::Attestation, "package cloister.attestation\nallow if {").unwrap_err();
-        assert!(e.to_string().starts_with("attestation policy: does not compile"), "{e}");
-        let e = Policy::compile(PolicyKind::Attestation, "package other\nallow := true\n").unwrap_err();
-        assert!(e.to_string().contains("must declare package cloister.attestation"), "{e}");
+        let e = Policy::compile(
+            PolicyKind::Attestation,
+            "package cloister.attestation\nallow if {",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("attestation policy: does not compile"),
+            "{e}"
+        );
+        let e =
+            Policy::compile(PolicyKind::Attestation, "package other\nallow := true\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("must declare package cloister.attestation"),
+            "{e}"
+        );
     }
 }

@@ -42,7 +42,12 @@ impl Problem {
     }
 
     /// Adds the compared values.
-    pub fn compared(mut self, check: &str, expected: impl Into<String>, got: impl Into<String>) -> Problem {
+    pub fn compared(
+        mut self,
+        check: &str,
+        expected: impl Into<String>,
+        got: impl Into<String>,
+    ) -> Problem {
         self.check = Some(check.to_string());
         self.expected = Some(expected.into());
         self.got = Some(got.into());
@@ -51,15 +56,27 @@ impl Problem {
 
     /// The name after the prefix (`measurement-mismatch`).
     pub fn name(&self) -> &str {
-        self.problem_type.strip_prefix(TYPE_PREFIX).unwrap_or(&self.problem_type)
+        self.problem_type
+            .strip_prefix(TYPE_PREFIX)
+            .unwrap_or(&self.problem_type)
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", detail)
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "Invalid request",
+            detail,
+        )
     }
 
     pub fn internal(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", detail)
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            detail,
+        )
     }
 
     pub fn unauthorized(name: &str, detail: impl Into<String>) -> Problem {
@@ -75,7 +92,12 @@ impl Problem {
             VerifyError::SimNotAllowed => "sim-not-allowed".to_string(),
             _ => format!("evidence-{kebab}"),
         };
-        let p = Problem::new(StatusCode::UNAUTHORIZED, &name, "Evidence rejected", e.to_string());
+        let p = Problem::new(
+            StatusCode::UNAUTHORIZED,
+            &name,
+            "Evidence rejected",
+            e.to_string(),
+        );
         let pair = match e {
             VerifyError::ReferenceMismatch { expected, got, .. }
             | VerifyError::ProductMismatch { expected, got }
@@ -83,14 +105,21 @@ impl Problem {
             | VerifyError::UntrustedRoot { expected, got, .. }
             | VerifyError::HwIdMismatch { expected, got }
             | VerifyError::TcbExtension { expected, got, .. }
-            | VerifyError::QeReportBinding { expected, got } => Some((expected.clone(), got.clone())),
+            | VerifyError::QeReportBinding { expected, got } => {
+                Some((expected.clone(), got.clone()))
+            }
             VerifyError::Vmpl { expected, got } => Some((expected.to_string(), got.to_string())),
-            VerifyError::TcbBelowMinimum { min, got, .. } => Some((format!(">= {min}"), got.to_string())),
+            VerifyError::TcbBelowMinimum { min, got, .. } => {
+                Some((format!(">= {min}"), got.to_string()))
+            }
             _ => None,
         };
         match pair {
             Some((expected, got)) => p.compared(&check, expected, got),
-            None => Problem { check: Some(check), ..p },
+            None => Problem {
+                check: Some(check),
+                ..p
+            },
         }
     }
 }
@@ -101,8 +130,10 @@ impl IntoResponse for Problem {
         tracing::info!(status = self.status, problem = %self.problem_type, detail = %self.detail, "refused");
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut resp = (status, body).into_response();
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         resp
     }
 }
@@ -118,13 +149,21 @@ mod tests {
             expected: "aa".into(),
             got: "bb".into(),
         });
-        assert_eq!(p.problem_type, "urn:cloister:kbs:problem:host-data-mismatch");
+        assert_eq!(
+            p.problem_type,
+            "urn:cloister:kbs:problem:host-data-mismatch"
+        );
         assert_eq!(p.detail, "host_data mismatch: expected aa, got bb");
-        assert_eq!((p.expected.as_deref(), p.got.as_deref()), (Some("aa"), Some("bb")));
+        assert_eq!(
+            (p.expected.as_deref(), p.got.as_deref()),
+            (Some("aa"), Some("bb"))
+        );
         assert_eq!(p.status, 401);
         let p = Problem::from_verify_error(&VerifyError::SimNotAllowed);
         assert_eq!(p.name(), "sim-not-allowed");
-        let p = Problem::from_verify_error(&VerifyError::ReportSignature { reason: String::new() });
+        let p = Problem::from_verify_error(&VerifyError::ReportSignature {
+            reason: String::new(),
+        });
         assert_eq!(p.name(), "evidence-report-signature");
     }
 }

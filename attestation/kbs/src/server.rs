@@ -56,8 +56,10 @@ impl KbsServer {
         let kbs = Kbs::open(config)?;
         let ck = match &server.tls {
             TlsSource::Files { cert, key } => CertAndKey {
-                chain_pem: std::fs::read(cert).map_err(|e| KbsError::Tls(format!("{}: {e}", cert.display())))?,
-                key_pem: std::fs::read(key).map_err(|e| KbsError::Tls(format!("{}: {e}", key.display())))?,
+                chain_pem: std::fs::read(cert)
+                    .map_err(|e| KbsError::Tls(format!("{}: {e}", cert.display())))?,
+                key_pem: std::fs::read(key)
+                    .map_err(|e| KbsError::Tls(format!("{}: {e}", key.display())))?,
             },
             TlsSource::SelfSigned { sans } => tls::self_signed(&config.state_dir, sans)?,
         };
@@ -67,10 +69,12 @@ impl KbsServer {
             addr: server.listen.to_string(),
             source,
         })?;
-        let admin_addr = admin_listener.local_addr().map_err(|source| KbsError::Listen {
-            addr: server.admin_listen.to_string(),
-            source,
-        })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| KbsError::Listen {
+                addr: server.admin_listen.to_string(),
+                source,
+            })?;
         let (handle, admin_handle) = (Handle::new(), Handle::new());
         let serve = |l: TcpListener, h: Handle<SocketAddr>, router: axum::Router| {
             let server = axum_server::from_tcp_rustls(l, rustls.clone()).map(|s| s.handle(h));
@@ -78,7 +82,11 @@ impl KbsServer {
         };
         let tasks = vec![
             serve(listener, handle.clone(), api::router(kbs.clone())),
-            serve(admin_listener, admin_handle.clone(), api::admin::router(kbs.clone())),
+            serve(
+                admin_listener,
+                admin_handle.clone(),
+                api::admin::router(kbs.clone()),
+            ),
         ];
         tracing::info!(%addr, %admin_addr, state = %config.state_dir.display(), allow_sim = config.allow_sim, "cloister-kbs listening");
         Ok(KbsServer {

@@ -26,7 +26,10 @@ pub enum Stage {
     /// The nonce was spent on a failed attestation.
     Spent,
     /// Attested; resources may be requested.
-    Attested { token: String, claims: Box<TokenClaims> },
+    Attested {
+        token: String,
+        claims: Box<TokenClaims>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -150,8 +153,16 @@ mod tests {
     fn nonce_is_single_use_and_sessions_expire() {
         let s = Sessions::new(Duration::from_secs(5), Duration::from_millis(50));
         let (id, nonce) = s.challenge(Tee::Snp);
-        assert_eq!(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &nonce).unwrap().len(), 32);
-        assert!(matches!(s.take_for_attest(&id), Ok(Stage::Challenged { .. })));
+        assert_eq!(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &nonce)
+                .unwrap()
+                .len(),
+            32
+        );
+        assert!(matches!(
+            s.take_for_attest(&id),
+            Ok(Stage::Challenged { .. })
+        ));
         assert!(matches!(s.take_for_attest(&id), Ok(Stage::Spent)));
         assert_eq!(s.get("nope").unwrap_err(), SessionError::Unknown);
         std::thread::sleep(Duration::from_millis(60));

@@ -36,7 +36,11 @@ pub fn write_atomic(path: &Path, body: &[u8], secret: bool) -> Result<(), StoreE
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(err(dir, "creating directory"))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), random_suffix()));
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        random_suffix()
+    ));
     let result = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -121,7 +125,8 @@ pub const REFERENCE_VALUES: &str = "reference-values.json";
 
 impl Store {
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        fs::create_dir_all(root.join("resources")).map_err(err(root, "creating state directory"))?;
+        fs::create_dir_all(root.join("resources"))
+            .map_err(err(root, "creating state directory"))?;
         Ok(Store {
             root: root.to_path_buf(),
         })
@@ -181,7 +186,10 @@ mod tests {
         assert_eq!(store.get_resource(&r).unwrap(), None);
         store.set_resource(&r, b"one").unwrap();
         store.set_resource(&r, b"two").unwrap();
-        assert_eq!(store.get_resource(&r).unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(
+            store.get_resource(&r).unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
         let left: Vec<_> = fs::read_dir(dir.path().join("resources/default/key"))
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -33,7 +33,8 @@ pub fn server_config(ck: &CertAndKey) -> Result<Arc<rustls::ServerConfig>, KbsEr
     if certs.is_empty() {
         return Err(KbsError::Tls("certificate chain: no certificate".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(&ck.key_pem).map_err(|e| KbsError::Tls(format!("private key: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(&ck.key_pem)
+        .map_err(|e| KbsError::Tls(format!("private key: {e}")))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| KbsError::Tls(e.to_string()))?
@@ -48,20 +49,27 @@ pub fn server_config(ck: &CertAndKey) -> Result<Arc<rustls::ServerConfig>, KbsEr
 /// certificate for `sans` first if there are none.
 pub fn self_signed(state: &Path, sans: &[String]) -> Result<CertAndKey, KbsError> {
     let dir = state.join("tls");
-    if let (Some(chain_pem), Some(key_pem)) = (read_optional(&dir.join("cert.pem"))?, read_optional(&dir.join("key.pem"))?) {
+    if let (Some(chain_pem), Some(key_pem)) = (
+        read_optional(&dir.join("cert.pem"))?,
+        read_optional(&dir.join("key.pem"))?,
+    ) {
         return Ok(CertAndKey { chain_pem, key_pem });
     }
     let e = |e: rcgen::Error| KbsError::Tls(format!("generating the self-signed certificate: {e}"));
     let ca_key = KeyPair::generate().map_err(e)?;
     let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name.push(DnType::CommonName, "cloister-kbs self-signed CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "cloister-kbs self-signed CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
     let ca = ca_params.self_signed(&ca_key).map_err(e)?;
     let issuer = Issuer::from_params(&ca_params, &ca_key);
     let key = KeyPair::generate().map_err(e)?;
     let mut params = CertificateParams::new(sans.to_vec()).map_err(e)?;
-    params.distinguished_name.push(DnType::CommonName, "cloister-kbs");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "cloister-kbs");
     let cert = params.signed_by(&key, &issuer).map_err(e)?;
     let chain_pem = format!("{}{}", cert.pem(), ca.pem()).into_bytes();
     let key_pem = key.serialize_pem().into_bytes();

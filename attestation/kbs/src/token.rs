@@ -60,7 +60,8 @@ impl TokenKeys {
         // crate in the build enables a second one.
         let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
         let pem = match store.get("token-key.pem")? {
-            Some(p) => String::from_utf8(p).map_err(|_| TokenError::Key("token-key.pem is not UTF-8".into()))?,
+            Some(p) => String::from_utf8(p)
+                .map_err(|_| TokenError::Key("token-key.pem is not UTF-8".into()))?,
             None => {
                 let key = p256::SecretKey::random(&mut rand_core::OsRng);
                 let pem = key
@@ -71,7 +72,8 @@ impl TokenKeys {
                 pem
             }
         };
-        let secret = p256::SecretKey::from_pkcs8_pem(&pem).map_err(|e| TokenError::Key(format!("token-key.pem: {e}")))?;
+        let secret = p256::SecretKey::from_pkcs8_pem(&pem)
+            .map_err(|e| TokenError::Key(format!("token-key.pem: {e}")))?;
         let public_pem = secret
             .public_key()
             .to_public_key_pem(LineEnding::LF)
@@ -89,7 +91,11 @@ impl TokenKeys {
     }
 
     pub fn issue(&self, claims: &TokenClaims) -> Result<String, TokenError> {
-        Ok(jsonwebtoken::encode(&Header::new(Algorithm::ES256), claims, &self.encoding)?)
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            claims,
+            &self.encoding,
+        )?)
     }
 
     /// Checks signature, issuer and expiry (no leeway).

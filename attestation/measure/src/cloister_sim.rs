@@ -35,7 +35,13 @@ pub struct SimLaunchInputs {
 
 impl SimLaunchInputs {
     /// From the kernel and initrd contents.
-    pub fn from_contents(kernel: &[u8], initrd: &[u8], cmdline: &str, vcpus: u32, memory_mib: u32) -> Self {
+    pub fn from_contents(
+        kernel: &[u8],
+        initrd: &[u8],
+        cmdline: &str,
+        vcpus: u32,
+        memory_mib: u32,
+    ) -> Self {
         SimLaunchInputs {
             kernel_sha256: Sha256::digest(kernel).into(),
             initrd_sha256: Sha256::digest(initrd).into(),

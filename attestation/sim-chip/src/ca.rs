@@ -30,7 +30,9 @@ pub struct SimCa {
 
 impl std::fmt::Debug for SimCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimCa").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("SimCa")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,10 +84,13 @@ impl SimCa {
             let tmp = state.join(format!(".ca-{}", std::process::id()));
             let _ = fs::remove_dir_all(&tmp);
             fs::create_dir(&tmp).map_err(io_err(&tmp, "creating"))?;
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700)).map_err(io_err(&tmp, "chmod"))?;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))
+                .map_err(io_err(&tmp, "chmod"))?;
             generate(&tmp)?;
             match fs::rename(&tmp, &dir) {
-                Ok(()) => tracing::warn!(dir = %dir.display(), "created a new sim CA (cloister-sim: NOT A TEE)"),
+                Ok(()) => {
+                    tracing::warn!(dir = %dir.display(), "created a new sim CA (cloister-sim: NOT A TEE)")
+                }
                 // Another process created it first: use theirs.
                 Err(_) if dir.join("vcek-key.pem").exists() => {
                     let _ = fs::remove_dir_all(&tmp);
@@ -107,9 +112,11 @@ impl SimCa {
             detail: "not a PEM certificate".into(),
         })?;
         let key_pem = read("vcek-key.pem")?;
-        let vcek_key = p384::ecdsa::SigningKey::from_pkcs8_pem(&key_pem).map_err(|e| SimChipError::Corrupt {
-            path: dir.join("vcek-key.pem"),
-            detail: format!("not a PKCS#8 P-384 key: {e}"),
+        let vcek_key = p384::ecdsa::SigningKey::from_pkcs8_pem(&key_pem).map_err(|e| {
+            SimChipError::Corrupt {
+                path: dir.join("vcek-key.pem"),
+                detail: format!("not a PKCS#8 P-384 key: {e}"),
+            }
         })?;
         Ok(SimCa {
             dir: dir.to_path_buf(),
@@ -159,7 +166,9 @@ fn generate(dir: &Path) -> Result<(), SimChipError> {
     let ark = ark_params.self_signed(&ark_key).map_err(cert_err)?;
     let ark_issuer = Issuer::from_params(&ark_params, &ark_key);
     let ask_params = params(SIM_ASK_CN, true);
-    let ask = ask_params.signed_by(&ask_key, &ark_issuer).map_err(cert_err)?;
+    let ask = ask_params
+        .signed_by(&ask_key, &ark_issuer)
+        .map_err(cert_err)?;
     let ask_issuer = Issuer::from_params(&ask_params, &ask_key);
     let vcek = params(SIM_VCEK_CN, false)
         .signed_by(&vcek_key, &ask_issuer)
@@ -170,6 +179,11 @@ fn generate(dir: &Path) -> Result<(), SimChipError> {
     write_file(dir, "vcek.pem", vcek.pem().as_bytes(), false)?;
     write_file(dir, "ark-key.pem", ark_key.serialize_pem().as_bytes(), true)?;
     write_file(dir, "ask-key.pem", ask_key.serialize_pem().as_bytes(), true)?;
-    write_file(dir, "vcek-key.pem", vcek_key.serialize_pem().as_bytes(), true)?;
+    write_file(
+        dir,
+        "vcek-key.pem",
+        vcek_key.serialize_pem().as_bytes(),
+        true,
+    )?;
     Ok(())
 }

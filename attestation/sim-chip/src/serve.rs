@@ -3,6 +3,7 @@
 //! report (protocol: `cloister_evidence::sim::wire`); a thread per connection
 //! answers it with a report over the measurement and HOST_DATA fixed at start.
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// accepting and removes the socket.
 pub struct SimChipServer {
     path: PathBuf,
+    listener: Arc<UnixListener>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -34,20 +36,21 @@ impl SimChipServer {
         host_data: [u8; 32],
     ) -> io::Result<SimChipServer> {
         let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
+        let listener = Arc::new(UnixListener::bind(path)?);
         tracing::warn!(
             socket = %path.display(), measurement = %hex::encode(measurement), host_data = %hex::encode(host_data),
             "sim chip serving reports (cloister-sim: NOT A TEE, development only)"
         );
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let stop = stop.clone();
+            let (stop, listener) = (stop.clone(), listener.clone());
             std::thread::Builder::new()
                 .name("sim-chip".into())
                 .spawn(move || accept_loop(listener, chip, measurement, host_data, stop))?
         };
         Ok(SimChipServer {
             path: path.to_path_buf(),
+            listener,
             stop,
             thread: Some(thread),
         })
@@ -65,8 +68,11 @@ impl SimChipServer {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the accept loop so it sees the flag: shutting the listening socket
+        // down makes a blocked accept() return (and works even when the socket
+        // file is already gone, unlike connecting to it).
+        let _ =
+            nix::sys::socket::shutdown(self.listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -81,7 +87,7 @@ impl Drop for SimChipServer {
 }
 
 fn accept_loop(
-    listener: UnixListener,
+    listener: Arc<UnixListener>,
     chip: SimChip,
     measurement: [u8; 48],
     host_data: [u8; 32],
@@ -95,6 +101,8 @@ fn accept_loop(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "sim chip: accept failed");
+                // Do not spin on a persistent error.
+                std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
         };

@@ -22,7 +22,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Module map: `registry` (HTTP, auth, retries), `manifest` (indexes,
+//! Module map: `registry` (HTTP, auth, retries), `reference` (image names), `manifest` (indexes,
 //! media types, config), `verify` (the signature hook), `ocicrypt` (key
 //! unwrap and layer cipher), `stream` (verifying readers, decompression),
 //! `tar` (bounded tar parser), `unpack` (safe fd-relative extraction),
@@ -38,6 +38,7 @@ pub mod manifest;
 pub mod ocicrypt;
 mod pipeline;
 pub mod progress;
+pub mod reference;
 pub mod registry;
 pub mod store;
 pub mod stream;

@@ -49,7 +49,7 @@ impl Default for PullOptions {
             unpack: UnpackOptions::default(),
             platform: Platform::default(),
             max_parallel_layers: 3,
-            chunk_queue: 8,
+            chunk_queue: 4,
             zstd_window_log_max: 23,
             max_config_size: 8 << 20,
         }
@@ -148,12 +148,10 @@ impl ImagePuller {
         progress: Arc<Progress>,
     ) -> Result<PulledImage, Error> {
         let reference: Reference =
-            image
-                .parse()
-                .map_err(|e: oci_client::ParseError| Error::Reference {
-                    reference: image.into(),
-                    reason: e.to_string(),
-                })?;
+            crate::reference::parse(image).map_err(|e| Error::Reference {
+                reference: image.into(),
+                reason: e.reason,
+            })?;
         let registry = Registry::new(&self.options.registry)?;
         registry.login(&reference).await?;
 
@@ -227,6 +225,7 @@ impl ImagePuller {
                 image_digest,
                 image_manifest: &image_bytes,
                 registry_client: &registry,
+                parsed: &reference,
             })
             .await
             .map_err(|e| Error::Refused {

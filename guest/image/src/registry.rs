@@ -128,7 +128,23 @@ fn is_transient(e: &OciDistributionError) -> bool {
         OciDistributionError::RegistryError { envelope, .. } => envelope
             .errors
             .iter()
-            .any(|e| format!("{:?}", e.code).eq_ignore_ascii_case("toomanyrequests")),
+            .any(|e| e.code == oci_client::errors::OciErrorCode::Toomanyrequests),
+        _ => false,
+    }
+}
+
+fn is_not_found(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                oci_client::errors::OciErrorCode::ManifestUnknown
+                    | oci_client::errors::OciErrorCode::NotFound
+                    | oci_client::errors::OciErrorCode::NameUnknown
+            )
+        }),
         _ => false,
     }
 }
@@ -240,6 +256,20 @@ impl Registry {
             }
         }
         Ok((body, actual))
+    }
+
+    /// Like [`Registry::fetch_manifest`], but `None` when the registry says
+    /// the manifest does not exist (404 / MANIFEST_UNKNOWN).
+    pub async fn fetch_manifest_if_exists(
+        &self,
+        reference: &Reference,
+        accept: &[&str],
+    ) -> Result<Option<(Bytes, Sha256Digest)>, RegistryError> {
+        match self.fetch_manifest(reference, accept).await {
+            Ok(v) => Ok(Some(v)),
+            Err(RegistryError::Request { source, .. }) if is_not_found(&source) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Fetches a small blob (a config, a signature) whole, refusing more

@@ -4,9 +4,10 @@
 //! if it refuses, nothing is downloaded or unpacked.
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::digest::Sha256Digest;
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryError};
 
 /// What the verifier gets to look at.
 pub struct ManifestToVerify<'a> {
@@ -30,6 +31,39 @@ pub struct ManifestToVerify<'a> {
     /// settings, to fetch signatures (cosign `sha256-<hex>.sig` tags,
     /// referrers).
     pub registry_client: &'a Registry,
+    pub(crate) parsed: &'a oci_client::Reference,
+}
+
+impl ManifestToVerify<'_> {
+    /// Fetches the manifest tagged `tag` in the same repository (e.g. a
+    /// cosign signature, `sha256-<hex>.sig`): its bytes and digest, or
+    /// `None` if there is no such tag.
+    pub async fn fetch_tag(
+        &self,
+        tag: &str,
+        accept: &[&str],
+    ) -> Result<Option<(Bytes, Sha256Digest)>, RegistryError> {
+        let r = oci_client::Reference::with_tag(
+            self.parsed.registry().to_string(),
+            self.parsed.repository().to_string(),
+            tag.to_string(),
+        );
+        self.registry_client
+            .fetch_manifest_if_exists(&r, accept)
+            .await
+    }
+
+    /// Fetches a blob of the same repository (at most `max_size` bytes),
+    /// checked against `digest`.
+    pub async fn fetch_blob(
+        &self,
+        digest: &Sha256Digest,
+        max_size: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
+        self.registry_client
+            .fetch_blob(self.parsed, digest, max_size)
+            .await
+    }
 }
 
 /// Decides whether a manifest may be used. Return a short description of

@@ -196,6 +196,52 @@ async fn htpasswd_basic_auth() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_auth() {
+    let Some(f) = Fixture::new(Mode::Token) else {
+        return;
+    };
+    let l = Layout::new(f.dir.path());
+    l.busybox("base", "amd64");
+    f.reg.push(&l.path, "base", "tokened:1", &[]);
+
+    // Basic credentials, exchanged for a bearer token at the realm.
+    let (r, _) = pull_with(f.store(), f.options(&[]), &f.image("tokened:1")).await;
+    assert_eq!(r.unwrap().layers.len(), 1);
+
+    // A bearer token the caller already has.
+    let token = f
+        .reg
+        .token_server
+        .as_ref()
+        .unwrap()
+        .token_for("repository:tokened:pull");
+    let mut opts = f.options(&[]);
+    opts.registry.auth = cloister_image::Auth::Bearer(token);
+    let store = LayerStore::open(f.path("store-bearer")).unwrap();
+    let (r, _) = pull_with(store, opts, &f.image("tokened:1")).await;
+    assert_eq!(r.unwrap().layers.len(), 1);
+
+    // A token for another repository, and no credentials: refused.
+    for auth in [
+        cloister_image::Auth::Bearer(
+            f.reg
+                .token_server
+                .as_ref()
+                .unwrap()
+                .token_for("repository:other:pull"),
+        ),
+        cloister_image::Auth::Anonymous,
+    ] {
+        let mut opts = f.options(&[]);
+        opts.registry.auth = auth.clone();
+        let store = LayerStore::open(f.path("store-denied")).unwrap();
+        let (r, _) = pull_with(store.clone(), opts, &f.image("tokened:1")).await;
+        assert!(r.is_err(), "{auth:?} must be refused");
+        assert_store_empty(&store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_image_rsa_and_ec_keys_zstd_and_refusals() {
     let Some(f) = Fixture::new(Mode::Http) else {
         return;
@@ -551,6 +597,12 @@ impl ManifestVerifier for Recorder {
             cloister_image::Sha256Digest::of(m.image_manifest),
             m.image_digest
         );
+        // The registry access a signature verifier gets: tags and blobs of
+        // the same repository, with the pull's credentials.
+        let accept = cloister_image::manifest::ACCEPTED_MANIFEST_TYPES;
+        assert!(m.fetch_tag("sha256-nothing.sig", accept).await?.is_none());
+        let (_, by_tag) = m.fetch_tag("1", accept).await?.expect("tag 1 exists");
+        assert_eq!(by_tag, m.digest);
         self.seen
             .lock()
             .unwrap()

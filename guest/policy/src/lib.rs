@@ -16,9 +16,13 @@ pub mod testing;
 
 
 #[cfg(feature = "authoring")]
+pub mod bench;
+#[cfg(feature = "authoring")]
 pub mod explain;
 #[cfg(feature = "authoring")]
 pub mod generate;
+#[cfg(feature = "authoring")]
+pub mod samples;
 
 pub use engine::{Decision, Policy, PolicyError, PACKAGE};
 pub use testing::{run_tests, TestOutcome};

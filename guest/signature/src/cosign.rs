@@ -114,7 +114,10 @@ pub fn build_signature_manifest(
         media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_string(),
         digest: sha256_digest(payload),
         size: payload.len() as u64,
-        annotations: BTreeMap::from([(SIGNATURE_ANNOTATION.to_string(), signature_b64.to_string())]),
+        annotations: BTreeMap::from([(
+            SIGNATURE_ANNOTATION.to_string(),
+            signature_b64.to_string(),
+        )]),
     };
     let changed = !layers.contains(&layer);
     if changed {
@@ -205,7 +208,9 @@ mod tests {
         let e = parse_signature_manifest(&serde_json::to_vec(&too_many).unwrap()).unwrap_err();
         assert!(e.contains("65 layers"), "{e}");
         let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","config":{"mediaType":"x","digest":"sha256:00","size":1},"layers":[]}"#;
-        assert!(parse_signature_manifest(index).unwrap_err().contains("not an image manifest"));
+        assert!(parse_signature_manifest(index)
+            .unwrap_err()
+            .contains("not an image manifest"));
         let negative = br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:00","size":-1},"layers":[]}"#;
         assert!(parse_signature_manifest(negative).is_err());
         assert!(parse_signature_manifest(&vec![b' '; MAX_MANIFEST_SIZE + 1]).is_err());

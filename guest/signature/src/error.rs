@@ -13,7 +13,9 @@ pub enum Rejection {
     #[error("signature {layer}: not made by the key (signature verification failed)")]
     BadSignature { layer: String },
     /// The payload is signed, but for another manifest.
-    #[error("signature {layer}: payload is for another image: expected digest {expected}, got {got}")]
+    #[error(
+        "signature {layer}: payload is for another image: expected digest {expected}, got {got}"
+    )]
     DigestMismatch {
         layer: String,
         expected: String,
@@ -56,7 +58,9 @@ pub enum SignatureError {
     Policy(String),
 
     /// The applicable scope contains a `reject` requirement.
-    #[error("image {image} is rejected by signature policy scope {scope} (requirement \"reject\")")]
+    #[error(
+        "image {image} is rejected by signature policy scope {scope} (requirement \"reject\")"
+    )]
     Rejected { image: String, scope: String },
 
     /// A `sigstoreSigned` requirement applies and the registry holds no

@@ -39,7 +39,9 @@ pub fn check(rule: &SignedIdentity, image: &DockerRef, signed: &DockerRef) -> Re
             let remapped = format!("{signed_prefix}{}", &image_str[prefix.len()..]);
             match DockerRef::parse(&remapped) {
                 Ok(r) => repo_digest_or_exact(&r, signed),
-                Err(e) => Err(format!("{remapped} (remapped from {image_str}, which fails: {e})")),
+                Err(e) => Err(format!(
+                    "{remapped} (remapped from {image_str}, which fails: {e})"
+                )),
             }
         }
     }
@@ -130,7 +132,11 @@ mod tests {
     #[test]
     fn exact_reference_ignores_the_pulled_name() {
         let rule = SignedIdentity::ExactReference(r("vendor.io/prod/app:1.0"));
-        assert!(ok(&rule, "mirror.local/app:whatever", "vendor.io/prod/app:1.0"));
+        assert!(ok(
+            &rule,
+            "mirror.local/app:whatever",
+            "vendor.io/prod/app:1.0"
+        ));
         assert!(!ok(&rule, "mirror.local/app:1.0", "mirror.local/app:1.0"));
         assert!(!ok(&rule, "vendor.io/prod/app:1.0", "vendor.io/prod/app"));
         assert_eq!(
@@ -183,6 +189,10 @@ mod tests {
             prefix: "mirror.local/ven".into(),
             signed_prefix: "vendor.example.com".into(),
         };
-        assert!(!ok(&rule, "mirror.local/vendor/app:1", "vendor.example.comdor/app:1"));
+        assert!(!ok(
+            &rule,
+            "mirror.local/vendor/app:1",
+            "vendor.example.comdor/app:1"
+        ));
     }
 }

@@ -102,7 +102,11 @@ impl SigningKey {
     /// Reads a cosign private key: encrypted (`ENCRYPTED SIGSTORE PRIVATE
     /// KEY`, `ENCRYPTED COSIGN PRIVATE KEY`) with `password` (may be empty),
     /// or a plain PKCS#8 `PRIVATE KEY`. `origin` names it in messages.
-    pub fn from_pem(pem_bytes: &[u8], password: &[u8], origin: &str) -> Result<Self, SignatureError> {
+    pub fn from_pem(
+        pem_bytes: &[u8],
+        password: &[u8],
+        origin: &str,
+    ) -> Result<Self, SignatureError> {
         let bad = |reason: String| SignatureError::SigningKey {
             key: origin.to_string(),
             reason,
@@ -146,7 +150,9 @@ impl SigningKey {
         ]
         .iter()
         .find_map(|scheme| pair.to_sigstore_signer(scheme).ok())
-        .ok_or_else(|| format!("{pair} is not supported for signing (use ECDSA P-256, P-384 or Ed25519)"))?;
+        .ok_or_else(|| {
+            format!("{pair} is not supported for signing (use ECDSA P-256, P-384 or Ed25519)")
+        })?;
         let public_pem = pair
             .public_key_to_pem()
             .map_err(|e| format!("cannot export the public key: {e}"))?
@@ -216,7 +222,8 @@ mod tests {
 
     /// A key that Go cosign generated with an empty password (from
     /// sigstore-rs' test data, see testdata/README.md).
-    const COSIGN_KEY: &[u8] = include_bytes!("../testdata/cosign_generated_encrypted_empty_private.key");
+    const COSIGN_KEY: &[u8] =
+        include_bytes!("../testdata/cosign_generated_encrypted_empty_private.key");
 
     #[test]
     fn generated_pair_round_trips() {
@@ -235,7 +242,11 @@ mod tests {
         let e = SigningKey::from_pem(pair.private_pem.as_bytes(), b"wrong", "cosign.key")
             .err()
             .unwrap();
-        assert!(e.to_string().contains("cosign.key: cannot decrypt (wrong password?)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("cosign.key: cannot decrypt (wrong password?)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -249,7 +260,10 @@ mod tests {
     #[test]
     fn public_key_errors_name_the_key() {
         let e = PublicKey::from_pem(b"junk", "/etc/k.pub").unwrap_err();
-        assert!(e.to_string().starts_with("public key /etc/k.pub: not PEM"), "{e}");
+        assert!(
+            e.to_string().starts_with("public key /etc/k.pub: not PEM"),
+            "{e}"
+        );
         let e = PublicKey::from_pem(COSIGN_KEY, "/etc/k.pub").unwrap_err();
         assert!(e.to_string().contains("expected \"PUBLIC KEY\""), "{e}");
     }

@@ -128,7 +128,9 @@ mod tests {
     #[test]
     fn refuses_unknown_critical_fields_and_types() {
         let extra = br#"{"critical":{"identity":{"docker-reference":"a/b"},"image":{"docker-manifest-digest":"sha256:ab"},"type":"cosign container image signature","expires":1}}"#;
-        assert!(Payload::parse(extra).unwrap_err().contains("unknown field `expires`"));
+        assert!(Payload::parse(extra)
+            .unwrap_err()
+            .contains("unknown field `expires`"));
         let other = br#"{"critical":{"identity":{"docker-reference":"a/b"},"image":{"docker-manifest-digest":"sha256:ab"},"type":"atomic container signature"}}"#;
         assert!(Payload::parse(other).unwrap_err().contains("critical.type"));
         let dup = br#"{"critical":{"identity":{"docker-reference":"a/b"},"image":{"docker-manifest-digest":"sha256:ab","docker-manifest-digest":"sha256:cd"},"type":"cosign container image signature"}}"#;

@@ -171,7 +171,9 @@ pub fn valid_host(h: &str) -> bool {
     !host.is_empty()
         && host.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -263,7 +265,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_references() {
-        for bad in ["", "UPPER/case", "a b", "reg.io/app@sha256:abc", "reg.io/app:"] {
+        for bad in [
+            "",
+            "UPPER/case",
+            "a b",
+            "reg.io/app@sha256:abc",
+            "reg.io/app:",
+        ] {
             let e = DockerRef::parse(bad).unwrap_err();
             assert!(
                 e.to_string().contains("invalid image reference"),
@@ -277,7 +285,10 @@ mod tests {
         assert!(ref_matches_prefix("example.com/a/b:1", "example.com"));
         assert!(ref_matches_prefix("example.com/a/b:1", "example.com/a"));
         assert!(ref_matches_prefix("example.com/a/b:1", "example.com/a/b"));
-        assert!(ref_matches_prefix("example.com/a/b@sha256:00", "example.com/a/b"));
+        assert!(ref_matches_prefix(
+            "example.com/a/b@sha256:00",
+            "example.com/a/b"
+        ));
         assert!(!ref_matches_prefix("example.com/a/bc:1", "example.com/a/b"));
         assert!(!ref_matches_prefix("example.com:5000/a:1", "example.com"));
         assert!(!ref_matches_prefix("example.comx/a:1", "example.com"));
@@ -295,7 +306,14 @@ mod tests {
         ] {
             validate_name_prefix(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
-        for bad in ["", "library/busybox", "reg.io/app:v1", "reg.io/App", "reg.io/a@x", "-x.io"] {
+        for bad in [
+            "",
+            "library/busybox",
+            "reg.io/app:v1",
+            "reg.io/App",
+            "reg.io/a@x",
+            "-x.io",
+        ] {
             assert!(validate_name_prefix(bad).is_err(), "{bad}");
         }
     }

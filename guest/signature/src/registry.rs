@@ -13,7 +13,9 @@ use oci_client::{Client, Reference, RegistryOperation};
 
 use async_trait::async_trait;
 
-use crate::cosign::{sha256_digest, DOCKER_MANIFEST_MEDIA_TYPE, MAX_MANIFEST_SIZE, OCI_MANIFEST_MEDIA_TYPE};
+use crate::cosign::{
+    sha256_digest, DOCKER_MANIFEST_MEDIA_TYPE, MAX_MANIFEST_SIZE, OCI_MANIFEST_MEDIA_TYPE,
+};
 use crate::error::SignatureError;
 use crate::source::SignatureSource;
 
@@ -32,7 +34,10 @@ impl std::fmt::Debug for RegistryOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryOptions")
             .field("insecure_http", &self.insecure_http)
-            .field("basic_auth", &self.basic_auth.as_ref().map(|(u, _)| (u, "<redacted>")))
+            .field(
+                "basic_auth",
+                &self.basic_auth.as_ref().map(|(u, _)| (u, "<redacted>")),
+            )
             .field("extra_ca_pem", &self.extra_ca_pem.len())
             .finish()
     }
@@ -51,8 +56,10 @@ fn registry_err(what: impl Into<String>, e: impl std::fmt::Display) -> Signature
     }
 }
 
-/// Whether the registry said "no such manifest/repository".
-fn is_not_found(e: &OciDistributionError) -> bool {
+/// Whether the registry said "no such manifest/repository" (for a signature
+/// tag: the image is unsigned). Public so that a [`SignatureSource`] over
+/// another `oci-client` connection can tell "unsigned" from a failure.
+pub fn is_not_found(e: &OciDistributionError) -> bool {
     match e {
         OciDistributionError::ImageManifestNotFoundError(_) => true,
         OciDistributionError::ServerError { code, .. } => *code == 404,
@@ -61,7 +68,9 @@ fn is_not_found(e: &OciDistributionError) -> bool {
                 && envelope.errors.iter().all(|e| {
                     matches!(
                         e.code,
-                        OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound
+                        OciErrorCode::ManifestUnknown
+                            | OciErrorCode::NameUnknown
+                            | OciErrorCode::NotFound
                     )
                 })
         }
@@ -89,7 +98,8 @@ impl RegistrySignatureSource {
             read_timeout: Some(Duration::from_secs(60)),
             ..ClientConfig::default()
         };
-        let client = Client::try_from(config).map_err(|e| registry_err("setting up the client", e))?;
+        let client =
+            Client::try_from(config).map_err(|e| registry_err("setting up the client", e))?;
         let auth = match &opts.basic_auth {
             Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
             None => RegistryAuth::Anonymous,
@@ -120,7 +130,11 @@ impl RegistrySignatureSource {
     }
 
     /// Uploads a blob into `image`'s repository; returns its digest.
-    pub async fn push_blob(&self, image: &Reference, data: Vec<u8>) -> Result<String, SignatureError> {
+    pub async fn push_blob(
+        &self,
+        image: &Reference,
+        data: Vec<u8>,
+    ) -> Result<String, SignatureError> {
         let digest = sha256_digest(&data);
         self.client
             .push_blob(image, data, &digest)
@@ -130,7 +144,11 @@ impl RegistrySignatureSource {
     }
 
     /// Uploads an OCI image manifest under `image`'s tag.
-    pub async fn push_manifest(&self, image: &Reference, manifest: Vec<u8>) -> Result<(), SignatureError> {
+    pub async fn push_manifest(
+        &self,
+        image: &Reference,
+        manifest: Vec<u8>,
+    ) -> Result<(), SignatureError> {
         let content_type = OCI_MANIFEST_MEDIA_TYPE
             .parse()
             .map_err(|e| registry_err("content type", e))?;
@@ -161,14 +179,21 @@ impl SignatureSource for RegistrySignatureSource {
         let r = with_tag(image, tag);
         match self
             .client
-            .pull_manifest_raw(&r, &self.auth, &[OCI_MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE])
+            .pull_manifest_raw(
+                &r,
+                &self.auth,
+                &[OCI_MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE],
+            )
             .await
         {
             Ok((body, _)) => {
                 if body.len() > MAX_MANIFEST_SIZE {
                     return Err(registry_err(
                         format!("fetching {r}"),
-                        format!("manifest is {} bytes, over the {MAX_MANIFEST_SIZE}-byte limit", body.len()),
+                        format!(
+                            "manifest is {} bytes, over the {MAX_MANIFEST_SIZE}-byte limit",
+                            body.len()
+                        ),
                     ));
                 }
                 Ok(Some(body.to_vec()))
@@ -184,7 +209,11 @@ impl SignatureSource for RegistrySignatureSource {
         digest: &str,
         max_size: u64,
     ) -> Result<Vec<u8>, SignatureError> {
-        let what = format!("fetching blob {digest} of {}/{}", image.registry(), image.repository());
+        let what = format!(
+            "fetching blob {digest} of {}/{}",
+            image.registry(),
+            image.repository()
+        );
         let desc = OciDescriptor {
             digest: digest.to_string(),
             ..Default::default()
@@ -201,7 +230,10 @@ impl SignatureSource for RegistrySignatureSource {
         while let Some(chunk) = stream.stream.next().await {
             let chunk = chunk.map_err(|e| registry_err(&what, e))?;
             if (out.len() + chunk.len()) as u64 > max_size {
-                return Err(registry_err(&what, format!("more than the expected {max_size} bytes")));
+                return Err(registry_err(
+                    &what,
+                    format!("more than the expected {max_size} bytes"),
+                ));
             }
             out.extend_from_slice(&chunk);
         }

@@ -52,8 +52,12 @@ pub async fn sign_image(
     let sig_ref = with_tag(image, &tag);
     registry.login_for_push(&sig_ref).await?;
     let existing = match registry.fetch_manifest(image, &tag).await? {
-        Some(m) => parse_signature_manifest(&m)
-            .map_err(|reason| SignatureError::SignatureManifest { tag: tag.clone(), reason })?,
+        Some(m) => {
+            parse_signature_manifest(&m).map_err(|reason| SignatureError::SignatureManifest {
+                tag: tag.clone(),
+                reason,
+            })?
+        }
         None => Vec::new(),
     };
     let upload = build_signature_manifest(&existing, &payload_bytes, &signature);

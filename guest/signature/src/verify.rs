@@ -10,7 +10,9 @@
 use oci_client::Reference;
 use tracing::{info, warn};
 
-use crate::cosign::{digest_hex, sha256_digest, signature_tag, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE};
+use crate::cosign::{
+    digest_hex, sha256_digest, signature_tag, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE,
+};
 use crate::error::{Rejection, Rejections, SignatureError};
 use crate::identity;
 use crate::keys::PublicKey;
@@ -112,7 +114,10 @@ pub async fn verify(
             .collect::<Vec<_>>()
             .join(", ");
         if fetched.is_none() {
-            fetched = Some(fetch_signatures(image_ref, &image, manifest_digest, sigs, &scope, &key_names).await?);
+            fetched = Some(
+                fetch_signatures(image_ref, &image, manifest_digest, sigs, &scope, &key_names)
+                    .await?,
+            );
         }
         let layers = fetched.as_deref().unwrap_or_default();
         match check_requirement(rule, &keys, &image, manifest_digest, layers) {
@@ -162,8 +167,12 @@ async fn fetch_signatures(
     let Some(manifest) = sigs.fetch_manifest(image_ref, &tag).await? else {
         return Err(unsigned("not found"));
     };
-    let layers = crate::cosign::parse_signature_manifest(&manifest)
-        .map_err(|reason| SignatureError::SignatureManifest { tag: tag.clone(), reason })?;
+    let layers = crate::cosign::parse_signature_manifest(&manifest).map_err(|reason| {
+        SignatureError::SignatureManifest {
+            tag: tag.clone(),
+            reason,
+        }
+    })?;
     if layers.is_empty() {
         return Err(unsigned("no signature layers"));
     }

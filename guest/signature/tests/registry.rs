@@ -82,46 +82,83 @@ async fn python_made_signatures_in_a_real_registry() {
     py_sign(&reg, &a_key, "tampered", &["--tamper"]);
     let wrong = format!("sha256:{}", "1".repeat(64));
     py_sign(&reg, &a_key, "otherdigest", &["--claimed-digest", &wrong]);
-    py_sign(&reg, &a_key, "otherid", &["--identity", &format!("{r}/otherid:v2")]);
+    py_sign(
+        &reg,
+        &a_key,
+        "otherid",
+        &["--identity", &format!("{r}/otherid:v2")],
+    );
     let src = source();
 
     // Accepted: the right key, digest and identity; also by digest.
-    let v = check(&default_identity(&a_pub), &format!("{r}/good:v1"), &good, &src)
-        .await
-        .unwrap();
+    let v = check(
+        &default_identity(&a_pub),
+        &format!("{r}/good:v1"),
+        &good,
+        &src,
+    )
+    .await
+    .unwrap();
     assert_eq!(v.manifest_digest, good);
     assert_eq!(v.signatures.len(), 1);
     assert_eq!(v.signatures[0].docker_reference, format!("{r}/good:v1"));
-    assert!(v.signatures[0].key.starts_with(&a_pub.display().to_string()));
-    check(&default_identity(&a_pub), &format!("{r}/good@{good}"), &good, &src)
-        .await
-        .unwrap();
+    assert!(v.signatures[0]
+        .key
+        .starts_with(&a_pub.display().to_string()));
+    check(
+        &default_identity(&a_pub),
+        &format!("{r}/good@{good}"),
+        &good,
+        &src,
+    )
+    .await
+    .unwrap();
 
     // A wrong key.
-    let e = check(&default_identity(&b_pub), &format!("{r}/good:v1"), &good, &src)
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = check(
+        &default_identity(&b_pub),
+        &format!("{r}/good:v1"),
+        &good,
+        &src,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(
-        e.starts_with(&format!("no signature for {good} matched key {} (sha256:", b_pub.display())),
+        e.starts_with(&format!(
+            "no signature for {good} matched key {} (sha256:",
+            b_pub.display()
+        )),
         "{e}"
     );
     assert!(e.contains("not made by the key"), "{e}");
 
     // A tampered payload.
-    let e = check(&default_identity(&a_pub), &format!("{r}/tampered:v1"), &tampered, &src)
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = check(
+        &default_identity(&a_pub),
+        &format!("{r}/tampered:v1"),
+        &tampered,
+        &src,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("signature verification failed"), "{e}");
 
     // A genuine signature of another digest.
-    let e = check(&default_identity(&a_pub), &format!("{r}/otherdigest:v1"), &other_digest, &src)
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = check(
+        &default_identity(&a_pub),
+        &format!("{r}/otherdigest:v1"),
+        &other_digest,
+        &src,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(
-        e.contains(&format!("payload is for another image: expected digest {other_digest}, got {wrong}")),
+        e.contains(&format!(
+            "payload is for another image: expected digest {other_digest}, got {wrong}"
+        )),
         "{e}"
     );
 
@@ -133,7 +170,9 @@ async fn python_made_signatures_in_a_real_registry() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains(&format!("identity mismatch: expected {r}/otherid:v1, got {r}/otherid:v2")),
+        e.contains(&format!(
+            "identity mismatch: expected {r}/otherid:v1, got {r}/otherid:v2"
+        )),
         "{e}"
     );
     let exact_v1 = format!(r#"{{"type": "exactReference", "dockerReference": "{r}/otherid:v1"}}"#);
@@ -142,20 +181,34 @@ async fn python_made_signatures_in_a_real_registry() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("identity mismatch"), "{e}");
-    check(&policy(&a_pub, r#"{"type": "matchRepository"}"#), &image, &other_id, &src)
-        .await
-        .unwrap();
+    check(
+        &policy(&a_pub, r#"{"type": "matchRepository"}"#),
+        &image,
+        &other_id,
+        &src,
+    )
+    .await
+    .unwrap();
     let exact_v2 = format!(r#"{{"type": "exactReference", "dockerReference": "{r}/otherid:v2"}}"#);
     check(&policy(&a_pub, &exact_v2), &image, &other_id, &src)
         .await
         .unwrap();
 
     // Unsigned.
-    let e = check(&default_identity(&a_pub), &format!("{r}/unsigned:v1"), &unsigned, &src)
-        .await
-        .unwrap_err();
+    let e = check(
+        &default_identity(&a_pub),
+        &format!("{r}/unsigned:v1"),
+        &unsigned,
+        &src,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, SignatureError::Unsigned { .. }), "{e}");
-    assert!(e.to_string().starts_with(&format!("no signature for {unsigned} matched key")), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("no signature for {unsigned} matched key")),
+        "{e}"
+    );
 
     // reject, by scope: the repository is rejected although well signed.
     let p = PolicyFile::from_json(
@@ -167,7 +220,9 @@ async fn python_made_signatures_in_a_real_registry() {
         .as_bytes(),
     )
     .unwrap();
-    let e = check(&p, &format!("{r}/good:v1"), &good, &src).await.unwrap_err();
+    let e = check(&p, &format!("{r}/good:v1"), &good, &src)
+        .await
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         format!("image {r}/good:v1 is rejected by signature policy scope docker:{r}/good (requirement \"reject\")")
@@ -217,9 +272,14 @@ async fn cloister_signatures_verify_with_the_independent_implementation() {
     assert_eq!(report["layers"][0]["payload_digest"], digest.as_str());
 
     // Our verifier agrees.
-    check(&default_identity(&dir.join("cosign.pub")), &format!("{r}/signed:v1"), &digest, &src)
-        .await
-        .unwrap();
+    check(
+        &default_identity(&dir.join("cosign.pub")),
+        &format!("{r}/signed:v1"),
+        &digest,
+        &src,
+    )
+    .await
+    .unwrap();
 
     // A second signature, with a key Go cosign generated, is appended.
     let go_key = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -248,11 +308,15 @@ async fn cloister_signatures_verify_with_the_independent_implementation() {
         .as_bytes(),
     )
     .unwrap();
-    let v = check(&both, &format!("{r}/signed:v1"), &digest, &src).await.unwrap();
+    let v = check(&both, &format!("{r}/signed:v1"), &digest, &src)
+        .await
+        .unwrap();
     assert_eq!(v.signatures.len(), 2);
 
     // A key the Python code makes does not verify our signatures.
-    run(cosign_tool().args(["keygen", "--out"]).arg(dir.join("other")));
+    run(cosign_tool()
+        .args(["keygen", "--out"])
+        .arg(dir.join("other")));
     let out = py_verify(&dir.join("other.pub"));
     assert!(!out.status.success());
 }
@@ -265,13 +329,20 @@ async fn skopeo_copied_signatures_and_mirrors() {
     let reg = Registry::start();
     let r = &reg.addr;
     let dir = reg.dir.path();
-    run(cosign_tool().args(["keygen", "--out"]).arg(dir.join("vendor")));
+    run(cosign_tool()
+        .args(["keygen", "--out"])
+        .arg(dir.join("vendor")));
     let digest = reg.push("vendor/app:v1");
     py_sign(&reg, &dir.join("vendor.key"), "vendor/app", &[]);
 
     // skopeo copies the image and its cosign signature to a mirror.
     run(Command::new("skopeo")
-        .args(["copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
         .arg("--registries.d")
         .arg(reg.registries_d())
         .arg(format!("docker://{r}/vendor/app:v1"))
@@ -287,23 +358,38 @@ async fn skopeo_copied_signatures_and_mirrors() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains(&format!("identity mismatch: expected {r}/mirror/app:v1, got {r}/vendor/app:v1")),
+        e.contains(&format!(
+            "identity mismatch: expected {r}/mirror/app:v1, got {r}/vendor/app:v1"
+        )),
         "{e}"
     );
-    let remap = format!(r#"{{"type": "remapIdentity", "prefix": "{r}/mirror", "signedPrefix": "{r}/vendor"}}"#);
-    let v = check(&policy(&pub_key, &remap), &mirror, &digest, &src).await.unwrap();
-    assert_eq!(v.signatures[0].docker_reference, format!("{r}/vendor/app:v1"));
-    let exact_repo = format!(r#"{{"type": "exactRepository", "dockerRepository": "{r}/vendor/app"}}"#);
+    let remap = format!(
+        r#"{{"type": "remapIdentity", "prefix": "{r}/mirror", "signedPrefix": "{r}/vendor"}}"#
+    );
+    let v = check(&policy(&pub_key, &remap), &mirror, &digest, &src)
+        .await
+        .unwrap();
+    assert_eq!(
+        v.signatures[0].docker_reference,
+        format!("{r}/vendor/app:v1")
+    );
+    let exact_repo =
+        format!(r#"{{"type": "exactRepository", "dockerRepository": "{r}/vendor/app"}}"#);
     check(&policy(&pub_key, &exact_repo), &mirror, &digest, &src)
         .await
         .unwrap();
     // Remapping to another vendor repository does not match.
-    let wrong = format!(r#"{{"type": "remapIdentity", "prefix": "{r}/mirror", "signedPrefix": "{r}/other"}}"#);
+    let wrong = format!(
+        r#"{{"type": "remapIdentity", "prefix": "{r}/mirror", "signedPrefix": "{r}/other"}}"#
+    );
     let e = check(&policy(&pub_key, &wrong), &mirror, &digest, &src)
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains(&format!("expected {r}/other/app:v1, got {r}/vendor/app:v1")), "{e}");
+    assert!(
+        e.contains(&format!("expected {r}/other/app:v1, got {r}/vendor/app:v1")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -320,7 +406,10 @@ fn key_files_match_an_independent_implementation() {
         .arg(&go_key)
         .env("COSIGN_PASSWORD", ""));
     let ours = SigningKey::from_pem(&std::fs::read(&go_key).unwrap(), b"", "go").unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), ours.public_key_pem());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        ours.public_key_pem()
+    );
 
     // It reads ours too, with the password, and not without.
     let pair = generate_key_pair(b"pass word").unwrap();
@@ -338,4 +427,60 @@ fn key_files_match_an_independent_implementation() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn tls_registry_with_basic_auth() {
+    if skip_reason(true).is_some() {
+        return;
+    }
+    let reg = Registry::start_tls(Some(("tenant", "s3cret pass")));
+    let r = &reg.addr;
+    let digest = reg.push("app:v1");
+    cloister_signature::install_crypto_provider();
+    let ca = reg.ca_pem.clone().unwrap();
+    let creds = Some(("tenant".to_string(), "s3cret pass".to_string()));
+    let client = |basic_auth: Option<(String, String)>, extra_ca_pem: Vec<Vec<u8>>| {
+        RegistrySignatureSource::new(&RegistryOptions {
+            insecure_http: false,
+            basic_auth,
+            extra_ca_pem,
+        })
+        .unwrap()
+    };
+    let src = client(creds.clone(), vec![ca.clone()]);
+    let image = Reference::try_from(format!("{r}/app:v1").as_str()).unwrap();
+    let key = SigningKey::generate().unwrap();
+    let signed = sign_image(&src, &image, &key).await.unwrap();
+    assert_eq!(signed.manifest_digest, digest);
+    let p = PolicyFile::from_json(
+        format!(
+            r#"{{"default": [{{"type": "sigstoreSigned", "keyData": "{}"}}]}}"#,
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                key.public_key_pem()
+            )
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    check(&p, &format!("{r}/app:v1"), &digest, &src)
+        .await
+        .unwrap();
+
+    // Without the CA the TLS handshake fails; without credentials the
+    // registry refuses. Neither is mistaken for "unsigned".
+    let e = client(creds, vec![])
+        .resolve_digest(&image)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!("registry: resolving {r}/app:v1")),
+        "{e}"
+    );
+    let e = check(&p, &format!("{r}/app:v1"), &digest, &client(None, vec![ca]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SignatureError::Registry { .. }), "{e}");
 }

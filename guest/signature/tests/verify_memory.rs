@@ -9,7 +9,8 @@ use cloister_signature::{
 };
 
 const DIGEST: &str = "sha256:0f2b4c6d8e0f2b4c6d8e0f2b4c6d8e0f2b4c6d8e0f2b4c6d8e0f2b4c6d8e0f2b";
-const OTHER_DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const OTHER_DIGEST: &str =
+    "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 fn image(s: &str) -> Reference {
     Reference::try_from(s).unwrap()
@@ -40,18 +41,32 @@ fn default_policy(key: &SigningKey) -> PolicyFile {
 
 /// Signs a payload for (identity, digest) and attaches it to `img`'s
 /// signatures of `attach_to`.
-fn attach(src: &MemorySignatureSource, img: &Reference, attach_to: &str, key: &SigningKey, identity: &str, digest: &str) {
+fn attach(
+    src: &MemorySignatureSource,
+    img: &Reference,
+    attach_to: &str,
+    key: &SigningKey,
+    identity: &str,
+    digest: &str,
+) {
     let payload = Payload {
         docker_reference: identity.into(),
         manifest_digest: digest.into(),
     }
     .to_bytes();
     let sig = key.sign(&payload).unwrap();
-    src.attach_signature(img, attach_to, &payload, &sig).unwrap();
+    src.attach_signature(img, attach_to, &payload, &sig)
+        .unwrap();
 }
 
-async fn check(p: &PolicyFile, img: &str, src: &MemorySignatureSource) -> Result<cloister_signature::Verified, String> {
-    verify(p, &image(img), DIGEST, src).await.map_err(|e| e.to_string())
+async fn check(
+    p: &PolicyFile,
+    img: &str,
+    src: &MemorySignatureSource,
+) -> Result<cloister_signature::Verified, String> {
+    verify(p, &image(img), DIGEST, src)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test]
@@ -60,13 +75,17 @@ async fn accepts_a_good_signature() {
     let src = MemorySignatureSource::new();
     let img = image("reg.io/app:v1");
     attach(&src, &img, DIGEST, &key, "reg.io/app:v1", DIGEST);
-    let v = check(&default_policy(&key), "reg.io/app:v1", &src).await.unwrap();
+    let v = check(&default_policy(&key), "reg.io/app:v1", &src)
+        .await
+        .unwrap();
     assert_eq!(v.image, "reg.io/app:v1");
     assert_eq!(v.manifest_digest, DIGEST);
     assert_eq!(v.scope.to_string(), "default");
     assert_eq!(v.signatures.len(), 1);
     assert_eq!(v.signatures[0].docker_reference, "reg.io/app:v1");
-    assert!(v.signatures[0].key.starts_with("keyData of default requirement 0 (sha256:"));
+    assert!(v.signatures[0]
+        .key
+        .starts_with("keyData of default requirement 0 (sha256:"));
     assert!(v.to_string().contains("signed by keyData"), "{v}");
 }
 
@@ -77,9 +96,13 @@ async fn wrong_key_is_rejected_and_named() {
     let src = MemorySignatureSource::new();
     let img = image("reg.io/app:v1");
     attach(&src, &img, DIGEST, &signer, "reg.io/app:v1", DIGEST);
-    let e = check(&default_policy(&trusted), "reg.io/app:v1", &src).await.unwrap_err();
+    let e = check(&default_policy(&trusted), "reg.io/app:v1", &src)
+        .await
+        .unwrap_err();
     assert!(
-        e.starts_with(&format!("no signature for {DIGEST} matched key keyData of default requirement 0 (sha256:")),
+        e.starts_with(&format!(
+            "no signature for {DIGEST} matched key keyData of default requirement 0 (sha256:"
+        )),
         "{e}"
     );
     assert!(e.contains("not made by the key"), "{e}");
@@ -103,8 +126,13 @@ async fn tampered_payload_is_rejected() {
     }
     .to_bytes();
     src.attach_signature(&img, DIGEST, &tampered, &sig).unwrap();
-    let e = check(&default_policy(&key), "reg.io/app:v1", &src).await.unwrap_err();
-    assert!(e.contains("not made by the key (signature verification failed)"), "{e}");
+    let e = check(&default_policy(&key), "reg.io/app:v1", &src)
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("not made by the key (signature verification failed)"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -114,9 +142,13 @@ async fn payload_for_another_digest_is_rejected() {
     let img = image("reg.io/app:v1");
     // A genuine signature of another image, copied under this image's tag.
     attach(&src, &img, DIGEST, &key, "reg.io/app:v1", OTHER_DIGEST);
-    let e = check(&default_policy(&key), "reg.io/app:v1", &src).await.unwrap_err();
+    let e = check(&default_policy(&key), "reg.io/app:v1", &src)
+        .await
+        .unwrap_err();
     assert!(
-        e.contains(&format!("payload is for another image: expected digest {DIGEST}, got {OTHER_DIGEST}")),
+        e.contains(&format!(
+            "payload is for another image: expected digest {DIGEST}, got {OTHER_DIGEST}"
+        )),
         "{e}"
     );
 }
@@ -129,44 +161,77 @@ async fn identity_rules() {
     attach(&src, &img, DIGEST, &key, "reg.io/app:v2", DIGEST);
 
     // Default (matchRepoDigestOrExact): a tagged pull needs the same tag.
-    let e = check(&default_policy(&key), "reg.io/app:v1", &src).await.unwrap_err();
-    assert!(e.contains("identity mismatch: expected reg.io/app:v1, got reg.io/app:v2"), "{e}");
-    let e = check(&signed_policy(&key, r#"{"type": "matchExact"}"#), "reg.io/app:v1", &src)
+    let e = check(&default_policy(&key), "reg.io/app:v1", &src)
         .await
         .unwrap_err();
-    assert!(e.contains("identity mismatch: expected reg.io/app:v1, got reg.io/app:v2"), "{e}");
+    assert!(
+        e.contains("identity mismatch: expected reg.io/app:v1, got reg.io/app:v2"),
+        "{e}"
+    );
+    let e = check(
+        &signed_policy(&key, r#"{"type": "matchExact"}"#),
+        "reg.io/app:v1",
+        &src,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("identity mismatch: expected reg.io/app:v1, got reg.io/app:v2"),
+        "{e}"
+    );
     // matchRepository accepts any tag of the repository.
-    check(&signed_policy(&key, r#"{"type": "matchRepository"}"#), "reg.io/app:v1", &src)
-        .await
-        .unwrap();
+    check(
+        &signed_policy(&key, r#"{"type": "matchRepository"}"#),
+        "reg.io/app:v1",
+        &src,
+    )
+    .await
+    .unwrap();
     // A digest pull under the default accepts any identity in the repository.
     let by_digest = format!("reg.io/app@{DIGEST}");
-    check(&default_policy(&key), &by_digest, &src).await.unwrap();
+    check(&default_policy(&key), &by_digest, &src)
+        .await
+        .unwrap();
     // exactReference: exactly the named identity.
     check(
-        &signed_policy(&key, r#"{"type": "exactReference", "dockerReference": "reg.io/app:v2"}"#),
+        &signed_policy(
+            &key,
+            r#"{"type": "exactReference", "dockerReference": "reg.io/app:v2"}"#,
+        ),
         "reg.io/app:v1",
         &src,
     )
     .await
     .unwrap();
     let e = check(
-        &signed_policy(&key, r#"{"type": "exactReference", "dockerReference": "reg.io/app:v1"}"#),
+        &signed_policy(
+            &key,
+            r#"{"type": "exactReference", "dockerReference": "reg.io/app:v1"}"#,
+        ),
         "reg.io/app:v1",
         &src,
     )
     .await
     .unwrap_err();
-    assert!(e.contains("identity mismatch: expected reg.io/app:v1, got reg.io/app:v2"), "{e}");
+    assert!(
+        e.contains("identity mismatch: expected reg.io/app:v1, got reg.io/app:v2"),
+        "{e}"
+    );
     // exactRepository in another repository.
     let e = check(
-        &signed_policy(&key, r#"{"type": "exactRepository", "dockerRepository": "vendor.io/app"}"#),
+        &signed_policy(
+            &key,
+            r#"{"type": "exactRepository", "dockerRepository": "vendor.io/app"}"#,
+        ),
         "reg.io/app:v1",
         &src,
     )
     .await
     .unwrap_err();
-    assert!(e.contains("identity mismatch: expected repository vendor.io/app, got reg.io/app:v2"), "{e}");
+    assert!(
+        e.contains("identity mismatch: expected repository vendor.io/app, got reg.io/app:v2"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -176,11 +241,20 @@ async fn cosign_style_repository_identity_needs_match_repository() {
     let src = MemorySignatureSource::new();
     let img = image("reg.io/app:latest");
     attach(&src, &img, DIGEST, &key, "reg.io/app", DIGEST);
-    let e = check(&default_policy(&key), "reg.io/app:latest", &src).await.unwrap_err();
-    assert!(e.contains("identity mismatch: expected reg.io/app:latest, got reg.io/app"), "{e}");
-    check(&signed_policy(&key, r#"{"type": "matchRepository"}"#), "reg.io/app:latest", &src)
+    let e = check(&default_policy(&key), "reg.io/app:latest", &src)
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(
+        e.contains("identity mismatch: expected reg.io/app:latest, got reg.io/app"),
+        "{e}"
+    );
+    check(
+        &signed_policy(&key, r#"{"type": "matchRepository"}"#),
+        "reg.io/app:latest",
+        &src,
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -188,15 +262,28 @@ async fn remap_identity_for_a_mirror() {
     let key = SigningKey::generate().unwrap();
     let src = MemorySignatureSource::new();
     let img = image("mirror.local:5000/vendor/app:1.0");
-    attach(&src, &img, DIGEST, &key, "vendor.example.com/app:1.0", DIGEST);
+    attach(
+        &src,
+        &img,
+        DIGEST,
+        &key,
+        "vendor.example.com/app:1.0",
+        DIGEST,
+    );
     let p = signed_policy(
         &key,
         r#"{"type": "remapIdentity", "prefix": "mirror.local:5000/vendor", "signedPrefix": "vendor.example.com"}"#,
     );
-    check(&p, "mirror.local:5000/vendor/app:1.0", &src).await.unwrap();
-    let e = check(&default_policy(&key), "mirror.local:5000/vendor/app:1.0", &src)
+    check(&p, "mirror.local:5000/vendor/app:1.0", &src)
         .await
-        .unwrap_err();
+        .unwrap();
+    let e = check(
+        &default_policy(&key),
+        "mirror.local:5000/vendor/app:1.0",
+        &src,
+    )
+    .await
+    .unwrap_err();
     assert!(e.contains("identity mismatch"), "{e}");
 }
 
@@ -204,13 +291,22 @@ async fn remap_identity_for_a_mirror() {
 async fn unsigned_image_is_rejected() {
     let key = SigningKey::generate().unwrap();
     let src = MemorySignatureSource::new();
-    let e = check(&default_policy(&key), "reg.io/app:v1", &src).await.unwrap_err();
+    let e = check(&default_policy(&key), "reg.io/app:v1", &src)
+        .await
+        .unwrap_err();
     let tag = signature_tag(DIGEST).unwrap();
     assert!(
-        e.starts_with(&format!("no signature for {DIGEST} matched key keyData of default requirement 0")),
+        e.starts_with(&format!(
+            "no signature for {DIGEST} matched key keyData of default requirement 0"
+        )),
         "{e}"
     );
-    assert!(e.contains(&format!("image reg.io/app:v1 has no signatures (tag {tag}: not found")), "{e}");
+    assert!(
+        e.contains(&format!(
+            "image reg.io/app:v1 has no signatures (tag {tag}: not found"
+        )),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -261,15 +357,22 @@ async fn every_requirement_must_pass() {
         key_data(&b)
     ));
     let e = check(&p, "reg.io/app:v1", &src).await.unwrap_err();
-    assert!(e.contains("matched key keyData of default requirement 1"), "{e}");
+    assert!(
+        e.contains("matched key keyData of default requirement 1"),
+        "{e}"
+    );
     // With the second signature both pass.
     attach(&src, &img, DIGEST, &b, "reg.io/app:v1", DIGEST);
     let v = check(&p, "reg.io/app:v1", &src).await.unwrap();
     assert_eq!(v.signatures.len(), 2);
     // The same payload, signed by two keys: two layers with one digest.
     assert_eq!(v.signatures[0].layer_digest, v.signatures[1].layer_digest);
-    assert!(v.signatures[0].key.starts_with("keyData of default requirement 0"));
-    assert!(v.signatures[1].key.starts_with("keyData of default requirement 1"));
+    assert!(v.signatures[0]
+        .key
+        .starts_with("keyData of default requirement 0"));
+    assert!(v.signatures[1]
+        .key
+        .starts_with("keyData of default requirement 1"));
 }
 
 #[tokio::test]
@@ -288,10 +391,15 @@ async fn one_good_signature_among_bad_ones_is_enough() {
     // Two signatures, both fail: each reason is listed.
     let e = check(&p, "reg.io/app:v1", &src).await.unwrap_err();
     assert!(e.contains("not made by the key"), "{e}");
-    assert!(e.contains("identity mismatch: expected reg.io/app:v1, got reg.io/evil:v1"), "{e}");
+    assert!(
+        e.contains("identity mismatch: expected reg.io/app:v1, got reg.io/evil:v1"),
+        "{e}"
+    );
     attach(&src, &img, DIGEST, &good, "reg.io/app:v1", DIGEST);
     let v = check(&p, "reg.io/app:v1", &src).await.unwrap();
-    assert!(v.signatures[0].key.starts_with("keyDatas[1] of default requirement 0"));
+    assert!(v.signatures[0]
+        .key
+        .starts_with("keyDatas[1] of default requirement 0"));
 }
 
 #[tokio::test]
@@ -307,7 +415,10 @@ async fn key_files_are_read_at_verification() {
     let img = image("reg.io/app:v1");
     attach(&src, &img, DIGEST, &key, "reg.io/app:v1", DIGEST);
     let e = check(&p, "reg.io/app:v1", &src).await.unwrap_err();
-    assert!(e.starts_with(&format!("public key {}: cannot read", path.display())), "{e}");
+    assert!(
+        e.starts_with(&format!("public key {}: cannot read", path.display())),
+        "{e}"
+    );
     std::fs::write(&path, key.public_key_pem()).unwrap();
     let v = check(&p, "reg.io/app:v1", &src).await.unwrap();
     assert!(v.signatures[0].key.starts_with(&path.display().to_string()));
@@ -330,7 +441,9 @@ async fn blob_not_matching_its_digest_is_malformed() {
     let mut other = payload.clone();
     other[0] = b' ';
     src.put_blob_as(&img, &layer_digest, other);
-    let e = check(&default_policy(&key), "reg.io/app:v1", &src).await.unwrap_err();
+    let e = check(&default_policy(&key), "reg.io/app:v1", &src)
+        .await
+        .unwrap_err();
     assert!(e.contains("hashes to sha256:"), "{e}");
 }
 
@@ -357,9 +470,19 @@ async fn layers_without_signature_or_of_other_types_are_skipped_with_reasons() {
         ],
     });
     src.put_manifest(&img, &tag, serde_json::to_vec(&manifest).unwrap());
-    let e = check(&default_policy(&key), "reg.io/app:v1", &src).await.unwrap_err();
-    assert!(e.contains("no dev.cosignproject.cosign/signature annotation"), "{e}");
-    assert!(e.contains("media type \"application/vnd.dsse.envelope.v1+json\" is not a simple-signing payload"), "{e}");
+    let e = check(&default_policy(&key), "reg.io/app:v1", &src)
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("no dev.cosignproject.cosign/signature annotation"),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            "media type \"application/vnd.dsse.envelope.v1+json\" is not a simple-signing payload"
+        ),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -367,13 +490,23 @@ async fn reference_and_digest_checks() {
     let key = SigningKey::generate().unwrap();
     let src = MemorySignatureSource::new();
     let p = default_policy(&key);
-    let e = verify(&p, &image(&format!("reg.io/app@{OTHER_DIGEST}")), DIGEST, &src)
-        .await
-        .unwrap_err();
+    let e = verify(
+        &p,
+        &image(&format!("reg.io/app@{OTHER_DIGEST}")),
+        DIGEST,
+        &src,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         format!("image reg.io/app@{OTHER_DIGEST}: the reference pins {OTHER_DIGEST}, but the manifest digest is {DIGEST}")
     );
-    let e = verify(&p, &image("reg.io/app:v1"), "sha256:abc", &src).await.unwrap_err();
-    assert!(e.to_string().contains("invalid digest \"sha256:abc\""), "{e}");
+    let e = verify(&p, &image("reg.io/app:v1"), "sha256:abc", &src)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("invalid digest \"sha256:abc\""),
+        "{e}"
+    );
 }

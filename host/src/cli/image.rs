@@ -16,6 +16,9 @@ use cloister_image::{
 pub enum ImageCommand {
     /// Pull, verify, decrypt and unpack an image into a rootfs directory.
     Pull(PullArgs),
+    /// `image sign` and `image keygen` (cosign-compatible signatures).
+    #[command(flatten)]
+    Sign(super::image_sign::SignCommand),
 }
 
 #[derive(Args)]
@@ -57,6 +60,7 @@ pub struct PullArgs {
 pub fn run(cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
         ImageCommand::Pull(args) => pull(args),
+        ImageCommand::Sign(c) => super::image_sign::run(c),
     }
 }
 
@@ -148,30 +152,36 @@ fn pull(args: PullArgs) -> anyhow::Result<()> {
     if image.image_digest != image.digest {
         println!("manifest   {} (linux/amd64)", image.image_digest);
     }
-    println!("config     {} (digest verified)", image.config_digest);
+    println!("config     {}: digest verified", image.config_digest);
     println!("signature  {}", image.verification);
     for l in &image.layers {
-        let how = if l.reused {
-            "reused from store".to_string()
-        } else {
-            format!(
-                "{} bytes downloaded, {} bytes unpacked",
-                l.downloaded,
-                l.uncompressed.unwrap_or(0)
-            )
-        };
         println!(
-            "layer {:<3} {} {}{}: digest verified, diff_id {} verified; {}",
+            "layer {:<4} {} ({}{})",
             l.index,
             l.digest,
             l.compression,
+            if l.encrypted { ", encrypted" } else { "" }
+        );
+        if l.reused {
+            println!(
+                "           diff_id {} already in the layer store",
+                l.diff_id
+            );
+            continue;
+        }
+        println!(
+            "           blob digest verified; {}diff_id {} verified",
             if l.encrypted {
-                ", encrypted: decrypted, HMAC verified"
+                "decrypted, HMAC verified; "
             } else {
                 ""
             },
-            l.diff_id,
-            how
+            l.diff_id
+        );
+        println!(
+            "           {} bytes downloaded, {} bytes unpacked",
+            l.downloaded,
+            l.uncompressed.unwrap_or(0)
         );
     }
     println!(

@@ -1,8 +1,10 @@
 pub mod attest;
 pub mod bench;
 pub mod image;
+pub mod image_sign;
 pub mod initrd;
 pub mod measure;
+pub mod policy;
 pub mod vm;
 
 use std::path::PathBuf;

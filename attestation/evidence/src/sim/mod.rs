@@ -105,7 +105,10 @@ fn verify_steps(
             ),
         });
     }
-    checks.pass("sim marker", format!("CHIP_ID carries the marker: {SIM_LABEL}"));
+    checks.pass(
+        "sim marker",
+        format!("CHIP_ID carries the marker: {SIM_LABEL}"),
+    );
 
     let vcek = x509::parse_one(e.vcek).map_err(|d| cert_error("sim vcek", d))?;
     let cn = x509::subject_cn(&vcek);
@@ -115,7 +118,10 @@ fn verify_steps(
             format!("subject CN: expected {SIM_VCEK_CN:?}, got {cn:?}"),
         ));
     }
-    checks.pass("sim vcek certificate", format!("{cn} issued by {}", x509::issuer_cn(&vcek)));
+    checks.pass(
+        "sim vcek certificate",
+        format!("{cn} issued by {}", x509::issuer_cn(&vcek)),
+    );
 
     let chain = x509::parse_bundle(e.chain)
         .and_then(SimChain::from_certs)
@@ -127,15 +133,22 @@ fn verify_steps(
             format!("no sim ARK configured; accepting the chain's sim ARK (sha256 {ark_fp})"),
         ),
         Some(pinned) => {
-            let pinned = x509::parse_one(pinned).map_err(|d| cert_error("configured sim ark", d))?;
+            let pinned =
+                x509::parse_one(pinned).map_err(|d| cert_error("configured sim ark", d))?;
             if pinned != chain.ark {
                 return Err(VerifyError::UntrustedRoot {
                     root: "sim ark",
-                    expected: format!("the configured sim ARK (sha256 {})", x509::fingerprint(&pinned)),
+                    expected: format!(
+                        "the configured sim ARK (sha256 {})",
+                        x509::fingerprint(&pinned)
+                    ),
                     got: format!("{} (sha256 {ark_fp})", x509::subject_cn(&chain.ark)),
                 });
             }
-            checks.pass("sim ark pinned", format!("the chain's ARK is the configured sim ARK (sha256 {ark_fp})"));
+            checks.pass(
+                "sim ark pinned",
+                format!("the chain's ARK is the configured sim ARK (sha256 {ark_fp})"),
+            );
         }
     }
 
@@ -152,10 +165,17 @@ fn verify_steps(
         })?;
         checks.pass(
             format!("{name} signature"),
-            format!("signed by {} (ECDSA P-384 SHA-384)", x509::subject_cn(signer)),
+            format!(
+                "signed by {} (ECDSA P-384 SHA-384)",
+                x509::subject_cn(signer)
+            ),
         );
     }
-    for (name, cert) in [("sim ark", &chain.ark), ("sim ask", &chain.ask), ("sim vcek", &vcek)] {
+    for (name, cert) in [
+        ("sim ark", &chain.ark),
+        ("sim ask", &chain.ask),
+        ("sim vcek", &vcek),
+    ] {
         let detail = x509::check_validity(cert, name, opts.at)?;
         checks.pass(format!("{name} validity"), detail);
     }
@@ -164,28 +184,46 @@ fn verify_steps(
     let key_hash = Sha256::digest(key.to_encoded_point(false).as_bytes());
     if report.chip_id[32..] != key_hash[..] {
         return Err(VerifyError::HwIdMismatch {
-            expected: format!("CHIP_ID[32..64] = sha256(sim VCEK key) = {}", hex::encode(key_hash)),
+            expected: format!(
+                "CHIP_ID[32..64] = sha256(sim VCEK key) = {}",
+                hex::encode(key_hash)
+            ),
             got: hex::encode(&report.chip_id[32..]),
         });
     }
-    checks.pass("sim chip id", "CHIP_ID[32..64] is the SHA-256 of the sim VCEK key");
+    checks.pass(
+        "sim chip id",
+        "CHIP_ID[32..64] is the SHA-256 of the sim VCEK key",
+    );
 
     if report.signing_key() != SigningKey::Vcek {
         return Err(VerifyError::SigningKey {
             expected: "VCEK".into(),
-            got: format!("{} (report KEY_INFO {:#x})", report.signing_key(), report.key_info),
+            got: format!(
+                "{} (report KEY_INFO {:#x})",
+                report.signing_key(),
+                report.key_info
+            ),
         });
     }
     let sig = report
         .signature()
         .map_err(|reason| VerifyError::ReportSignature { reason })?;
-    let signed = e.report.get(..SIGNED_LEN).ok_or_else(|| VerifyError::ReportSignature {
-        reason: "report too short".into(),
-    })?;
+    let signed = e
+        .report
+        .get(..SIGNED_LEN)
+        .ok_or_else(|| VerifyError::ReportSignature {
+            reason: "report too short".into(),
+        })?;
     use p384::ecdsa::signature::Verifier;
     key.verify(signed, &sig)
-        .map_err(|_| VerifyError::ReportSignature { reason: String::new() })?;
-    checks.pass("report signature", "ECDSA P-384 over bytes 0..0x2a0 by the sim VCEK");
+        .map_err(|_| VerifyError::ReportSignature {
+            reason: String::new(),
+        })?;
+    checks.pass(
+        "report signature",
+        "ECDSA P-384 over bytes 0..0x2a0 by the sim VCEK",
+    );
 
     let rv = &opts.reference;
     if rv.min_tcb.is_some() {
@@ -195,7 +233,10 @@ fn verify_steps(
     }
     crate::snp::check_policy(report.policy, &rv.policy, checks)?;
     match rv.vmpl {
-        None => checks.skip("vmpl", format!("report VMPL is {}; no VMPL required", report.vmpl)),
+        None => checks.skip(
+            "vmpl",
+            format!("report VMPL is {}; no VMPL required", report.vmpl),
+        ),
         Some(want) if want == report.vmpl => checks.pass("vmpl", format!("{want}")),
         Some(want) => {
             return Err(VerifyError::Vmpl {

@@ -25,8 +25,8 @@ use self::endorsement::{
     check_hw_id, check_pinned_ark, check_report_signature, check_rsa_signature, check_signing_key,
     check_tcb_extensions, determine_product,
 };
-pub(crate) use self::requirements::check_policy;
 use self::requirements::check_min_tcb;
+pub(crate) use self::requirements::check_policy;
 use self::vek::{VekExtensions, VekKind};
 use crate::check::Checks;
 use crate::{run_checks, x509, Rejected, Verified, VerifiedClaims, VerifyError, VerifyOptions};

@@ -29,18 +29,31 @@ use crate::Kbs;
 /// Routes of the admin listener.
 pub fn router(kbs: Arc<Kbs>) -> Router {
     Router::new()
-        .route("/admin/v0/resource/{repository}/{kind}/{tag}", put(put_resource))
+        .route(
+            "/admin/v0/resource/{repository}/{kind}/{tag}",
+            put(put_resource),
+        )
         .route(
             "/admin/v0/attestation-policy",
             put(put_attestation_policy).get(get_attestation_policy),
         )
-        .route("/admin/v0/resource-policy", put(put_resource_policy).get(get_resource_policy))
-        .route("/admin/v0/reference-values", put(put_reference).get(get_reference))
+        .route(
+            "/admin/v0/resource-policy",
+            put(put_resource_policy).get(get_resource_policy),
+        )
+        .route(
+            "/admin/v0/reference-values",
+            put(put_reference).get(get_reference),
+        )
         .layer(middleware::from_fn_with_state(kbs.clone(), authenticate))
         .with_state(kbs)
 }
 
-async fn authenticate(State(kbs): State<Arc<Kbs>>, req: Request, next: Next) -> Result<Response, Problem> {
+async fn authenticate(
+    State(kbs): State<Arc<Kbs>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, Problem> {
     match bearer(req.headers()) {
         None => Err(Problem::unauthorized(
             "admin-unauthenticated",
@@ -70,9 +83,15 @@ async fn put_resource(
 }
 
 fn set_policy(kbs: &Kbs, kind: PolicyKind, body: &[u8]) -> Result<StatusCode, Problem> {
-    let text = std::str::from_utf8(body).map_err(|_| Problem::bad_request(format!("{}: not UTF-8", kind.name())))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Problem::bad_request(format!("{}: not UTF-8", kind.name())))?;
     let policy = Policy::compile(kind, text).map_err(|e| {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid-policy", "Invalid policy", e.to_string())
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-policy",
+            "Invalid policy",
+            e.to_string(),
+        )
     })?;
     let (file, lock) = match kind {
         PolicyKind::Attestation => (store::ATTESTATION_POLICY, &kbs.attestation_policy),
@@ -84,11 +103,17 @@ fn set_policy(kbs: &Kbs, kind: PolicyKind, body: &[u8]) -> Result<StatusCode, Pr
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn put_attestation_policy(State(kbs): State<Arc<Kbs>>, body: Bytes) -> Result<StatusCode, Problem> {
+async fn put_attestation_policy(
+    State(kbs): State<Arc<Kbs>>,
+    body: Bytes,
+) -> Result<StatusCode, Problem> {
     set_policy(&kbs, PolicyKind::Attestation, &body)
 }
 
-async fn put_resource_policy(State(kbs): State<Arc<Kbs>>, body: Bytes) -> Result<StatusCode, Problem> {
+async fn put_resource_policy(
+    State(kbs): State<Arc<Kbs>>,
+    body: Bytes,
+) -> Result<StatusCode, Problem> {
     set_policy(&kbs, PolicyKind::Resource, &body)
 }
 
@@ -103,10 +128,17 @@ async fn get_resource_policy(State(kbs): State<Arc<Kbs>>) -> String {
 async fn put_reference(State(kbs): State<Arc<Kbs>>, body: Bytes) -> Result<StatusCode, Problem> {
     let text = String::from_utf8_lossy(&body);
     let rv = ReferenceValues::from_json(&text).map_err(|e| {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid-reference-values", "Invalid reference values", e.to_string())
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-reference-values",
+            "Invalid reference values",
+            e.to_string(),
+        )
     })?;
     let canonical = serde_json::to_vec_pretty(&rv).map_err(|e| Problem::internal(e.to_string()))?;
-    kbs.store.set(store::REFERENCE_VALUES, &canonical).map_err(stored)?;
+    kbs.store
+        .set(store::REFERENCE_VALUES, &canonical)
+        .map_err(stored)?;
     *kbs.reference.write().unwrap_or_else(|p| p.into_inner()) = rv;
     tracing::info!("admin: reference values set");
     Ok(StatusCode::NO_CONTENT)

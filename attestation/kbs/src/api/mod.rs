@@ -20,7 +20,10 @@ pub fn router(kbs: Arc<Kbs>) -> Router {
     Router::new()
         .route("/kbs/v0/auth", post(rcar::auth))
         .route("/kbs/v0/attest", post(rcar::attest))
-        .route("/kbs/v0/resource/{repository}/{kind}/{tag}", get(resource::get_resource))
+        .route(
+            "/kbs/v0/resource/{repository}/{kind}/{tag}",
+            get(resource::get_resource),
+        )
         .with_state(kbs)
 }
 
@@ -38,7 +41,12 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 
 /// The bearer token of an `Authorization` header.
 pub fn bearer(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = v.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }

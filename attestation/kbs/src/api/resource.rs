@@ -25,15 +25,16 @@ fn caller(kbs: &Kbs, headers: &HeaderMap) -> Result<TokenClaims, Problem> {
             Stage::Attested { claims, .. } => Ok(*claims),
             _ => Err(Problem::unauthorized(
                 "session-not-attested",
-                format!("session {SESSION_COOKIE}={id} has not attested (POST /kbs/v0/attest first)"),
+                format!(
+                    "session {SESSION_COOKIE}={id} has not attested (POST /kbs/v0/attest first)"
+                ),
             )),
         };
     }
     if let Some(token) = bearer(headers) {
-        return kbs
-            .tokens
-            .verify(&token)
-            .map_err(|e| Problem::unauthorized("token-invalid", format!("attestation token: {e}")));
+        return kbs.tokens.verify(&token).map_err(|e| {
+            Problem::unauthorized("token-invalid", format!("attestation token: {e}"))
+        });
     }
     Err(Problem::unauthorized(
         "unauthenticated",
@@ -70,10 +71,21 @@ pub async fn get_resource(
         .get_resource(&path)
         .map_err(|e| Problem::internal(e.to_string()))?
         .ok_or_else(|| {
-            Problem::new(StatusCode::NOT_FOUND, "resource-not-found", "Not found", format!("resource {path}: not found"))
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "resource-not-found",
+                "Not found",
+                format!("resource {path}: not found"),
+            )
         })?;
-    let jwe = jwe::encrypt(&claims.tee_pubkey, &body)
-        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "tee-pubkey-unsupported", "Bad TEE key", e))?;
+    let jwe = jwe::encrypt(&claims.tee_pubkey, &body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "tee-pubkey-unsupported",
+            "Bad TEE key",
+            e,
+        )
+    })?;
     tracing::info!(resource = %path, tee = %claims.tee, "resource released");
     Ok((StatusCode::OK, axum::Json(jwe)).into_response())
 }

@@ -230,3 +230,127 @@ impl<R: Read> Read for CtrDecryptor<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    use std::path::PathBuf;
+
+    use hmac::Mac;
+
+    use super::*;
+
+    fn td(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/ocicrypt")
+            .join(name)
+    }
+
+    /// The skopeo-encrypted test layer: annotations, blob, diff_id.
+    fn layer() -> (BTreeMap<String, String>, Vec<u8>, Sha256Digest) {
+        let j: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(td("layer.json")).unwrap()).unwrap();
+        let ann = serde_json::from_value(j["descriptor"]["annotations"].clone()).unwrap();
+        let diff_id = Sha256Digest::parse(j["diff_id"].as_str().unwrap()).unwrap();
+        (ann, std::fs::read(td("layer.blob")).unwrap(), diff_id)
+    }
+
+    fn ring(names: &[&str]) -> KeyRing {
+        let mut r = KeyRing::new();
+        for n in names {
+            r.add_pem_file(&td(n)).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn every_recipient_key_unwraps_and_decrypts_the_layer() {
+        let (ann, blob, diff_id) = layer();
+        let info = EncryptionInfo::from_annotations(Some(&ann)).unwrap();
+        for key in ["rsa.pem", "rsa-pkcs1.pem", "ec384.pem"] {
+            let k = info.unwrap(&ring(&["other.pem", key])).unwrap();
+            let mut mac = k.hmac_state();
+            mac.update(&blob);
+            mac.verify_slice(&k.hmac).expect("HMAC over the ciphertext");
+            let mut tar = Vec::new();
+            flate2::read::GzDecoder::new(k.decryptor(&blob[..]))
+                .read_to_end(&mut tar)
+                .unwrap();
+            assert_eq!(Sha256Digest::of(&tar), diff_id, "{key}");
+            let mut r = crate::tar::TarReader::new(&tar[..], Default::default());
+            let mut found = false;
+            while let Some(e) = r.next_entry().unwrap() {
+                if e.path.ends_with(b"hello.txt") {
+                    let mut buf = [0u8; 64];
+                    let n = r.read_data(&mut buf).unwrap();
+                    assert_eq!(&buf[..n], b"hello from an encrypted layer\n");
+                    found = true;
+                }
+            }
+            assert!(found, "{key}");
+        }
+    }
+
+    #[test]
+    fn a_key_that_is_not_a_recipient_is_refused() {
+        let (ann, _, _) = layer();
+        let info = EncryptionInfo::from_annotations(Some(&ann)).unwrap();
+        match info.unwrap(&ring(&["other.pem"])) {
+            Err(OcicryptError::Jwe(JweError::NoMatchingKey {
+                keys: 1,
+                recipients: 3,
+                algs,
+                ..
+            })) => assert_eq!(algs, "RSA-OAEP, RSA-OAEP, ECDH-ES+A256KW"),
+            other => panic!("expected NoMatchingKey, got {:?}", other.err()),
+        }
+        assert!(matches!(
+            info.unwrap(&KeyRing::new()),
+            Err(OcicryptError::NoKeys)
+        ));
+    }
+
+    #[test]
+    fn a_modified_jwe_is_refused() {
+        let (mut ann, _, _) = layer();
+        let jwe = STANDARD.decode(&ann[ANNOTATION_KEYS_JWE]).unwrap();
+        let mut j: serde_json::Value = serde_json::from_slice(&jwe).unwrap();
+        let ct = j["ciphertext"].as_str().unwrap().to_string();
+        let flipped = if ct.starts_with('A') { "B" } else { "A" };
+        j["ciphertext"] = format!("{flipped}{}", &ct[1..]).into();
+        ann.insert(
+            ANNOTATION_KEYS_JWE.into(),
+            STANDARD.encode(serde_json::to_vec(&j).unwrap()),
+        );
+        let info = EncryptionInfo::from_annotations(Some(&ann)).unwrap();
+        assert!(matches!(
+            info.unwrap(&ring(&["rsa.pem"])),
+            Err(OcicryptError::Jwe(JweError::Payload))
+        ));
+    }
+
+    #[test]
+    fn annotation_problems_are_named() {
+        let (ann, _, _) = layer();
+        let mut no_keys = ann.clone();
+        no_keys.remove(ANNOTATION_KEYS_JWE);
+        no_keys.insert("org.opencontainers.image.enc.keys.pgp".into(), "x".into());
+        let err = EncryptionInfo::from_annotations(Some(&no_keys)).unwrap_err();
+        assert!(err.to_string().contains("keys.pgp"), "{err}");
+
+        let mut other_cipher = ann.clone();
+        other_cipher.insert(
+            ANNOTATION_PUBOPTS.into(),
+            STANDARD.encode(br#"{"cipher":"AES_128_GCM","hmac":"","cipheroptions":{}}"#),
+        );
+        assert!(matches!(
+            EncryptionInfo::from_annotations(Some(&other_cipher)),
+            Err(OcicryptError::UnsupportedCipher(_))
+        ));
+        assert!(matches!(
+            EncryptionInfo::from_annotations(None),
+            Err(OcicryptError::NoJweKeys(_))
+        ));
+    }
+}

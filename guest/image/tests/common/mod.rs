@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod token;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,9 @@ pub enum Mode {
     Http,
     Tls,
     Htpasswd,
+    /// Bearer tokens from a token service (`common::token`), which
+    /// accepts basic credentials.
+    Token,
 }
 
 pub struct TestRegistry {
@@ -85,6 +89,7 @@ pub struct TestRegistry {
     pub mode: Mode,
     pub ca_pem: Option<Vec<u8>>,
     pub creds: Option<(String, String)>,
+    pub token_server: Option<token::TokenServer>,
 }
 
 impl Drop for TestRegistry {
@@ -103,6 +108,7 @@ impl TestRegistry {
         let mut auth = String::new();
         let mut ca_pem = None;
         let mut creds = None;
+        let mut token_server = None;
         match mode {
             Mode::Http => {}
             Mode::Tls => {
@@ -123,6 +129,37 @@ impl TestRegistry {
                     d.display()
                 );
                 creds = Some(("tester".to_string(), "s3cret-pass".to_string()));
+            }
+            Mode::Token => {
+                let key = d.join("token.key");
+                let cert = d.join("token.crt");
+                run(Command::new("openssl")
+                    .args([
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "rsa:2048",
+                        "-nodes",
+                        "-days",
+                        "2",
+                        "-subj",
+                        "/CN=token signer",
+                    ])
+                    .arg("-keyout")
+                    .arg(&key)
+                    .arg("-out")
+                    .arg(&cert));
+                let ts = token::TokenServer::start(&key, &cert, "tester", "t0ken-pass");
+                auth = format!(
+                    "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {}\n    \
+                     issuer: {}\n    rootcertbundle: {}\n",
+                    ts.port,
+                    token::SERVICE,
+                    token::ISSUER,
+                    cert.display()
+                );
+                token_server = Some(ts);
+                creds = Some(("tester".to_string(), "t0ken-pass".to_string()));
             }
         }
         let config = format!(
@@ -146,6 +183,7 @@ impl TestRegistry {
             mode,
             ca_pem,
             creds,
+            token_server,
         };
         reg.wait_ready();
         reg

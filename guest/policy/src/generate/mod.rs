@@ -247,6 +247,12 @@ fn container(
         ));
     }
 
+    // Keyed by destination (see `mount_allowed` in rules.rego).
+    let mut by_dest: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for m in mounts {
+        let dest = m["destination"].as_str().unwrap_or_default().to_string();
+        by_dest.entry(dest).or_default().push(m);
+    }
     let capabilities = capabilities(c)?;
     let mut namespaces = vec!["cgroup", "mount", "uts"];
     if !pod.host_network {
@@ -295,7 +301,7 @@ fn container(
         "cwd": c.working_dir,
         "tty": c.tty,
         "env": {"exact": exact, "patterns": patterns},
-        "mounts": mounts,
+        "mounts": by_dest,
         "capabilities": capabilities,
         "privileged": privileged,
         "uid": uid,

@@ -218,14 +218,17 @@ create_container_mismatches contains m if {
 
 create_container_mismatches contains m if {
 	c := policy_container
-	some a in c.mounts
+	some dest, allowed in c.mounts
+	some a in allowed
 	a.required
 	not mount_present(a)
-	m := {"field": "oci_spec.mounts", "expected": a.destination, "received": "missing"}
+	m := {"field": "oci_spec.mounts", "expected": dest, "received": "missing"}
 }
 
+# `c.mounts` is keyed by destination, so each requested mount is compared
+# only with the entries for its destination.
 mount_allowed(c, mnt) if {
-	some a in c.mounts
+	some a in c.mounts[mnt.destination]
 	mount_matches(a, mnt)
 }
 
@@ -235,7 +238,6 @@ mount_present(a) if {
 }
 
 mount_matches(a, mnt) if {
-	a.destination == mnt.destination
 	a.type == object.get(mnt, "type", "")
 	regex.match(a.source, object.get(mnt, "source", ""))
 	opts := object.get(mnt, "options", [])

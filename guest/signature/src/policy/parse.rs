@@ -264,12 +264,13 @@ fn signed_identity(id: RawIdentity, at: &str) -> Result<SignedIdentity, Signatur
     for (name, present) in fields {
         if present != allowed.contains(&name) {
             let what = if present { "does not take" } else { "needs" };
-            return Err(err(format!("{at}: type {:?} {what} field {name:?}", id.kind)));
+            return Err(err(format!(
+                "{at}: type {:?} {what} field {name:?}",
+                id.kind
+            )));
         }
     }
-    let bad = |field: &str, value: &str, e: String| {
-        err(format!("{at}: {field} {value:?}: {e}"))
-    };
+    let bad = |field: &str, value: &str, e: String| err(format!("{at}: {field} {value:?}: {e}"));
     Ok(match id.kind.as_str() {
         "matchExact" => SignedIdentity::MatchExact,
         "matchRepoDigestOrExact" => SignedIdentity::MatchRepoDigestOrExact,

@@ -102,7 +102,11 @@ mod tests {
         let image = DockerRef::parse(&format!("localhost/app@{d}")).unwrap();
         assert_eq!(
             candidate_scopes(&image),
-            [format!("localhost/app@{d}"), "localhost/app".into(), "localhost".into()]
+            [
+                format!("localhost/app@{d}"),
+                "localhost/app".into(),
+                "localhost".into()
+            ]
         );
     }
 }

@@ -50,8 +50,14 @@ fn parses_the_man_page_example_subset() {
     )
     .unwrap();
     assert_eq!(p.default, vec![Requirement::Reject]);
-    let (scope, reqs) = scope_of(&p, "hostname:5000/myns/sigstore-signed-with-full-references:v1");
-    assert_eq!(scope, "docker:hostname:5000/myns/sigstore-signed-with-full-references");
+    let (scope, reqs) = scope_of(
+        &p,
+        "hostname:5000/myns/sigstore-signed-with-full-references:v1",
+    );
+    assert_eq!(
+        scope,
+        "docker:hostname:5000/myns/sigstore-signed-with-full-references"
+    );
     assert_eq!(
         reqs,
         vec![Requirement::SigstoreSigned(SigstoreSigned {
@@ -67,7 +73,10 @@ fn parses_the_man_page_example_subset() {
         panic!("{reqs:?}")
     };
     assert_eq!(s.signed_identity, SignedIdentity::MatchRepository);
-    assert_eq!(scope_of(&p, "busybox:1.36").0, "docker:docker.io/library/busybox");
+    assert_eq!(
+        scope_of(&p, "busybox:1.36").0,
+        "docker:docker.io/library/busybox"
+    );
     assert_eq!(
         scope_of(&p, "docker.io/openshift/hello-openshift:latest").0,
         "docker:docker.io/openshift"
@@ -116,7 +125,10 @@ fn most_specific_scope_wins() {
         assert_eq!(scope_of(&p, image).0, want, "{image}");
     }
     let d = format!("sha256:{}", "e".repeat(64));
-    assert_eq!(scope_of(&p, &format!("reg.io/ns/app@{d}")).0, "docker:reg.io/ns/app");
+    assert_eq!(
+        scope_of(&p, &format!("reg.io/ns/app@{d}")).0,
+        "docker:reg.io/ns/app"
+    );
 }
 
 #[test]
@@ -128,7 +140,10 @@ fn digest_scope_matches_only_that_digest() {
             "transports": {{"docker": {{"reg.io/app@{d1}": [{{"type": "insecureAcceptAnything"}}]}}}}}}"#
     ))
     .unwrap();
-    assert_eq!(scope_of(&p, &format!("reg.io/app@{d1}")).0, format!("docker:reg.io/app@{d1}"));
+    assert_eq!(
+        scope_of(&p, &format!("reg.io/app@{d1}")).0,
+        format!("docker:reg.io/app@{d1}")
+    );
     assert_eq!(scope_of(&p, &format!("reg.io/app@{d2}")).0, "default");
     assert_eq!(scope_of(&p, "reg.io/app:latest").0, "default");
 }
@@ -162,7 +177,10 @@ fn key_sources_and_identities() {
     assert_eq!(s[0].signed_identity, SignedIdentity::MatchRepoDigestOrExact);
     assert_eq!(
         s[1].keys,
-        vec![KeySource::Path("/a.pub".into()), KeySource::Path("/b.pub".into())]
+        vec![
+            KeySource::Path("/a.pub".into()),
+            KeySource::Path("/b.pub".into())
+        ]
     );
     assert_eq!(
         s[1].signed_identity,
@@ -186,15 +204,39 @@ fn key_sources_and_identities() {
 #[test]
 fn unknown_and_unsupported_types_are_errors() {
     let cases = [
-        (r#"{"default": [{"type": "allowEverything"}]}"#, "unknown requirement type \"allowEverything\""),
-        (r#"{"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/k"}]}"#, "\"signedBy\" (GPG simple signing) is not supported"),
-        (r#"{"default": [{"type": "sigstoreSigned", "fulcio": {}}]}"#, "field \"fulcio\" is not supported"),
-        (r#"{"default": [{"type": "sigstoreSigned", "keyPath": "/k", "rekorPublicKeyPath": "/r"}]}"#, "field \"rekorPublicKeyPath\" is not supported"),
-        (r#"{"default": [{"type": "sigstoreSigned", "pki": {}}]}"#, "field \"pki\" is not supported"),
-        (r#"{"default": [{"type": "sigstoreSigned", "keyPath": "/k", "signedIdentity": {"type": "matchAnything"}}]}"#, "unknown type \"matchAnything\""),
-        (r#"{"default": [{"kind": "reject"}]}"#, "unknown field `kind`"),
+        (
+            r#"{"default": [{"type": "allowEverything"}]}"#,
+            "unknown requirement type \"allowEverything\"",
+        ),
+        (
+            r#"{"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/k"}]}"#,
+            "\"signedBy\" (GPG simple signing) is not supported",
+        ),
+        (
+            r#"{"default": [{"type": "sigstoreSigned", "fulcio": {}}]}"#,
+            "field \"fulcio\" is not supported",
+        ),
+        (
+            r#"{"default": [{"type": "sigstoreSigned", "keyPath": "/k", "rekorPublicKeyPath": "/r"}]}"#,
+            "field \"rekorPublicKeyPath\" is not supported",
+        ),
+        (
+            r#"{"default": [{"type": "sigstoreSigned", "pki": {}}]}"#,
+            "field \"pki\" is not supported",
+        ),
+        (
+            r#"{"default": [{"type": "sigstoreSigned", "keyPath": "/k", "signedIdentity": {"type": "matchAnything"}}]}"#,
+            "unknown type \"matchAnything\"",
+        ),
+        (
+            r#"{"default": [{"kind": "reject"}]}"#,
+            "unknown field `kind`",
+        ),
         (r#"{"default": [{}]}"#, "missing field `type`"),
-        (r#"{"default": [{"type": "REJECT"}]}"#, "unknown requirement type \"REJECT\""),
+        (
+            r#"{"default": [{"type": "REJECT"}]}"#,
+            "unknown requirement type \"REJECT\"",
+        ),
         (r#"{"default": [{"type": 1}]}"#, "invalid JSON"),
     ];
     for (json, want) in cases {
@@ -209,27 +251,72 @@ fn unknown_transports_are_still_parsed_strictly() {
     let e = parse_err(
         r#"{"default": [{"type": "reject"}], "transports": {"atomic": {"x": [{"type": "nope"}]}}}"#,
     );
-    assert!(e.contains("transports.atomic[\"x\"] requirement 0: unknown requirement type \"nope\""), "{e}");
+    assert!(
+        e.contains("transports.atomic[\"x\"] requirement 0: unknown requirement type \"nope\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn structural_errors() {
     let cases = [
         (r#"{}"#, "mandatory \"default\""),
-        (r#"{"default": []}"#, "default: the list of requirements is empty"),
-        (r#"{"default": [{"type": "reject"}], "transports": {"docker": {"reg.io": []}}}"#, "transports.docker[\"reg.io\"]: the list of requirements is empty"),
-        (r#"{"default": [{"type": "reject"}], "extra": 1}"#, "unknown field `extra`"),
-        (r#"{"default": [{"type": "reject"}], "default": [{"type": "insecureAcceptAnything"}]}"#, "duplicate field `default`"),
-        (r#"{"default": [{"type": "reject"}], "transports": {"docker": {"reg.io": [{"type": "reject"}], "reg.io": [{"type": "insecureAcceptAnything"}]}}}"#, "duplicate key \"reg.io\""),
-        (r#"{"default": [{"type": "reject"}], "transports": {"docker": {}, "docker": {}}}"#, "duplicate key \"docker\""),
-        (r#"{"default": [{"type": "reject", "keyPath": "/k"}]}"#, "type \"reject\" takes no other fields"),
-        (r#"{"default": [{"type": "insecureAcceptAnything", "signedIdentity": {"type": "matchExact"}}]}"#, "takes no other fields"),
-        (r#"{"default": [{"type": "sigstoreSigned"}]}"#, "exactly one of keyPath, keyPaths, keyData and keyDatas"),
-        (r#"{"default": [{"type": "sigstoreSigned", "keyPath": "/a", "keyData": "eA=="}]}"#, "exactly one of"),
-        (r#"{"default": [{"type": "sigstoreSigned", "keyPaths": []}]}"#, "keyPaths is empty"),
-        (r#"{"default": [{"type": "sigstoreSigned", "keyPath": ""}]}"#, "empty key path"),
-        (r#"{"default": [{"type": "sigstoreSigned", "keyData": "%%%"}]}"#, "not base64"),
-        (r#"{"default": [{"type": "sigstoreSigned", "keyData": "aGVsbG8="}]}"#, "public key keyData of default requirement 0: not PEM"),
+        (
+            r#"{"default": []}"#,
+            "default: the list of requirements is empty",
+        ),
+        (
+            r#"{"default": [{"type": "reject"}], "transports": {"docker": {"reg.io": []}}}"#,
+            "transports.docker[\"reg.io\"]: the list of requirements is empty",
+        ),
+        (
+            r#"{"default": [{"type": "reject"}], "extra": 1}"#,
+            "unknown field `extra`",
+        ),
+        (
+            r#"{"default": [{"type": "reject"}], "default": [{"type": "insecureAcceptAnything"}]}"#,
+            "duplicate field `default`",
+        ),
+        (
+            r#"{"default": [{"type": "reject"}], "transports": {"docker": {"reg.io": [{"type": "reject"}], "reg.io": [{"type": "insecureAcceptAnything"}]}}}"#,
+            "duplicate key \"reg.io\"",
+        ),
+        (
+            r#"{"default": [{"type": "reject"}], "transports": {"docker": {}, "docker": {}}}"#,
+            "duplicate key \"docker\"",
+        ),
+        (
+            r#"{"default": [{"type": "reject", "keyPath": "/k"}]}"#,
+            "type \"reject\" takes no other fields",
+        ),
+        (
+            r#"{"default": [{"type": "insecureAcceptAnything", "signedIdentity": {"type": "matchExact"}}]}"#,
+            "takes no other fields",
+        ),
+        (
+            r#"{"default": [{"type": "sigstoreSigned"}]}"#,
+            "exactly one of keyPath, keyPaths, keyData and keyDatas",
+        ),
+        (
+            r#"{"default": [{"type": "sigstoreSigned", "keyPath": "/a", "keyData": "eA=="}]}"#,
+            "exactly one of",
+        ),
+        (
+            r#"{"default": [{"type": "sigstoreSigned", "keyPaths": []}]}"#,
+            "keyPaths is empty",
+        ),
+        (
+            r#"{"default": [{"type": "sigstoreSigned", "keyPath": ""}]}"#,
+            "empty key path",
+        ),
+        (
+            r#"{"default": [{"type": "sigstoreSigned", "keyData": "%%%"}]}"#,
+            "not base64",
+        ),
+        (
+            r#"{"default": [{"type": "sigstoreSigned", "keyData": "aGVsbG8="}]}"#,
+            "public key keyData of default requirement 0: not PEM",
+        ),
         (r#"[]"#, "invalid JSON"),
         ("", "invalid JSON"),
     ];
@@ -241,22 +328,59 @@ fn structural_errors() {
 
 #[test]
 fn signed_identity_field_errors() {
-    let req = |id: &str| format!(r#"{{"default": [{{"type": "sigstoreSigned", "keyPath": "/k", "signedIdentity": {id}}}]}}"#);
+    let req = |id: &str| {
+        format!(
+            r#"{{"default": [{{"type": "sigstoreSigned", "keyPath": "/k", "signedIdentity": {id}}}]}}"#
+        )
+    };
     let cases = [
-        (r#"{"type": "matchRepository", "dockerReference": "a.io/b:1"}"#, "type \"matchRepository\" does not take field \"dockerReference\""),
-        (r#"{"type": "exactReference"}"#, "type \"exactReference\" needs field \"dockerReference\""),
-        (r#"{"type": "exactReference", "dockerReference": "a.io/b"}"#, "must carry a tag or a digest"),
-        (r#"{"type": "exactReference", "dockerReference": "A.io/B:1"}"#, "invalid image reference"),
-        (r#"{"type": "exactRepository", "dockerRepository": "a.io/b:1"}"#, "must be a repository, without tag or digest"),
-        (r#"{"type": "exactRepository", "dockerReference": "a.io/b:1"}"#, "does not take field \"dockerReference\""),
-        (r#"{"type": "remapIdentity", "prefix": "a.io"}"#, "needs field \"signedPrefix\""),
-        (r#"{"type": "remapIdentity", "prefix": "library/busybox", "signedPrefix": "b.io"}"#, "prefix \"library/busybox\""),
-        (r#"{"type": "remapIdentity", "prefix": "a.io/x:1", "signedPrefix": "b.io"}"#, "tags and digests are not allowed"),
-        (r#"{"type": "matchExact", "extra": 1}"#, "unknown field `extra`"),
+        (
+            r#"{"type": "matchRepository", "dockerReference": "a.io/b:1"}"#,
+            "type \"matchRepository\" does not take field \"dockerReference\"",
+        ),
+        (
+            r#"{"type": "exactReference"}"#,
+            "type \"exactReference\" needs field \"dockerReference\"",
+        ),
+        (
+            r#"{"type": "exactReference", "dockerReference": "a.io/b"}"#,
+            "must carry a tag or a digest",
+        ),
+        (
+            r#"{"type": "exactReference", "dockerReference": "A.io/B:1"}"#,
+            "invalid image reference",
+        ),
+        (
+            r#"{"type": "exactRepository", "dockerRepository": "a.io/b:1"}"#,
+            "must be a repository, without tag or digest",
+        ),
+        (
+            r#"{"type": "exactRepository", "dockerReference": "a.io/b:1"}"#,
+            "does not take field \"dockerReference\"",
+        ),
+        (
+            r#"{"type": "remapIdentity", "prefix": "a.io"}"#,
+            "needs field \"signedPrefix\"",
+        ),
+        (
+            r#"{"type": "remapIdentity", "prefix": "library/busybox", "signedPrefix": "b.io"}"#,
+            "prefix \"library/busybox\"",
+        ),
+        (
+            r#"{"type": "remapIdentity", "prefix": "a.io/x:1", "signedPrefix": "b.io"}"#,
+            "tags and digests are not allowed",
+        ),
+        (
+            r#"{"type": "matchExact", "extra": 1}"#,
+            "unknown field `extra`",
+        ),
     ];
     for (id, want) in cases {
         let e = parse_err(&req(id));
-        assert!(e.contains("default requirement 0") || e.contains("unknown field"), "{e}");
+        assert!(
+            e.contains("default requirement 0") || e.contains("unknown field"),
+            "{e}"
+        );
         assert!(e.contains(want), "{id}: got {e}, want {want}");
     }
 }
@@ -264,7 +388,9 @@ fn signed_identity_field_errors() {
 #[test]
 fn docker_scope_validation() {
     let with_scope = |s: &str| {
-        format!(r#"{{"default": [{{"type": "reject"}}], "transports": {{"docker": {{"{s}": [{{"type": "reject"}}]}}}}}}"#)
+        format!(
+            r#"{{"default": [{{"type": "reject"}}], "transports": {{"docker": {{"{s}": [{{"type": "reject"}}]}}}}}}"#
+        )
     };
     for ok in [
         "",
@@ -280,7 +406,10 @@ fn docker_scope_validation() {
         parse(&with_scope(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
     for (bad, want) in [
-        ("docker.io/busybox:latest", "not fully expanded (did you mean \\\"docker.io/library/busybox:latest\\\"?)"),
+        (
+            "docker.io/busybox:latest",
+            "not fully expanded (did you mean \\\"docker.io/library/busybox:latest\\\"?)",
+        ),
         ("busybox:latest", "not a registry host[:port]"),
         ("library/busybox", "is not fully expanded"),
         ("*.", "wildcard"),
@@ -300,7 +429,11 @@ fn docker_scope_validation() {
 fn reads_from_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.json");
-    std::fs::write(&path, r#"{"default": [{"type": "insecureAcceptAnything"}]}"#).unwrap();
+    std::fs::write(
+        &path,
+        r#"{"default": [{"type": "insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
     let p = PolicyFile::from_path(&path).unwrap();
     assert_eq!(p.default, vec![Requirement::InsecureAcceptAnything]);
     let e = PolicyFile::from_path(&dir.path().join("missing.json")).unwrap_err();

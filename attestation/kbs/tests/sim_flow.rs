@@ -1,0 +1,482 @@
+//! The whole sim flow on loopback, over real HTTPS: the KBS client (crate
+//! cloister-kbs-client) with the sim attester talks to the real sim chip on a
+//! Unix socket and to cloister-kbs, whose admin API the test configures. Every
+//! refusal is checked for its problem type and for a detail that carries the
+//! expected and the received values.
+use std::path::Path;
+use std::time::Duration;
+
+use cloister_kbs::admin_client::{AdminClient, AdminError};
+use cloister_kbs::{KbsConfig, KbsServer, ServerConfig, TlsSource};
+use cloister_kbs_client::{
+    KbsClient, KbsClientConfig, KbsClientError, SimAttester, TeeKeyKind, UnixTransport,
+};
+use cloister_sim_chip::{SimChip, SimChipServer};
+use sha2::{Digest, Sha256};
+
+const MEASUREMENT: [u8; 48] = [0x4d; 48];
+const INITDATA: &str = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n";
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+const PREFIX: &str = "urn:cloister:kbs:problem:";
+
+fn host_data() -> [u8; 32] {
+    Sha256::digest(INITDATA.as_bytes()).into()
+}
+
+struct Env {
+    chip: SimChip,
+    _chip_server: SimChipServer,
+    kbs: Option<KbsServer>,
+    addrs: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    config: KbsConfig,
+    // Last, so the servers above stop before their files go.
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(allow_sim: bool, session_ttl: Duration) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let chip = SimChip::load_or_create(&dir.path().join("sim")).unwrap();
+        let chip_server = chip
+            .serve_unix(
+                &dir.path().join("vsock.sock_1025"),
+                MEASUREMENT,
+                host_data(),
+            )
+            .unwrap();
+        let mut config = KbsConfig::new(dir.path().join("kbs"), ADMIN_TOKEN.into());
+        config.allow_sim = allow_sim;
+        config.sim_ark = Some(chip.ca().ark_pem().as_bytes().to_vec());
+        config.session_ttl = session_ttl;
+        let mut env = Env {
+            dir,
+            chip,
+            _chip_server: chip_server,
+            kbs: None,
+            addrs: None,
+            config,
+        };
+        env.start();
+        env
+    }
+
+    /// Starts the KBS, on the addresses of the previous start if there was one.
+    fn start(&mut self) {
+        let (listen, admin_listen) = self.addrs.unwrap_or((
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        ));
+        let server = ServerConfig {
+            listen,
+            admin_listen,
+            tls: TlsSource::SelfSigned {
+                sans: vec!["127.0.0.1".into(), "localhost".into()],
+            },
+        };
+        let kbs = KbsServer::start(&self.config, &server).unwrap();
+        self.addrs = Some((kbs.addr, kbs.admin_addr));
+        self.kbs = Some(kbs);
+    }
+
+    async fn restart(&mut self) {
+        self.kbs.take().unwrap().shutdown().await;
+        self.start();
+    }
+
+    fn ca(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("kbs/tls/ca.pem")).unwrap()
+    }
+
+    fn admin(&self) -> AdminClient {
+        let addr = self.kbs.as_ref().unwrap().admin_addr;
+        AdminClient::new(&format!("https://{addr}"), &self.ca(), ADMIN_TOKEN).unwrap()
+    }
+
+    fn client_config(&self) -> KbsClientConfig {
+        let addr = self.kbs.as_ref().unwrap().addr;
+        let mut c = KbsClientConfig::new(format!("https://{addr}"), self.ca());
+        c.init_data = Some(INITDATA.into());
+        c.retry.attempts = 1;
+        c
+    }
+
+    fn client(&self) -> KbsClient {
+        self.client_with(self.client_config())
+    }
+
+    fn client_with(&self, config: KbsClientConfig) -> KbsClient {
+        let attester = SimAttester::new(UnixTransport(self.dir.path().join("vsock.sock_1025")));
+        KbsClient::new(config, Box::new(attester)).unwrap()
+    }
+
+    /// Reference values that the sim guest meets, with overrides.
+    async fn reference(&self, measurement: &str, host_data: &str) {
+        self.admin()
+            .set_reference_values(&format!(
+                r#"{{"measurement": "{measurement}", "host_data": "{host_data}"}}"#
+            ))
+            .await
+            .unwrap();
+    }
+
+    async fn good_reference(&self) {
+        self.reference(&hex::encode(MEASUREMENT), &hex::encode(host_data()))
+            .await;
+    }
+}
+
+/// The problem of a refusal, checked for its type.
+fn refused(e: &KbsClientError, name: &str) -> cloister_kbs_client::Problem {
+    let p = e
+        .problem()
+        .unwrap_or_else(|| panic!("not a refusal: {e}"))
+        .clone();
+    assert_eq!(p.problem_type, format!("{PREFIX}{name}"), "{e}");
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_guest_gets_its_resource() {
+    let env = Env::new(true, Duration::from_secs(300));
+    env.good_reference().await;
+    env.admin()
+        .set_resource("default/key/k1", b"the image key")
+        .await
+        .unwrap();
+
+    let mut client = env.client();
+    assert_eq!(
+        client.get_resource("default", "key", "k1").await.unwrap(),
+        b"the image key"
+    );
+    // The token alone (no session) also works.
+    client.forget_session();
+    assert_eq!(
+        client.fetch_resource("default", "key", "k1").await.unwrap(),
+        b"the image key"
+    );
+
+    // An RSA TEE key gets an RSA-OAEP-256 JWE.
+    let mut cfg = env.client_config();
+    cfg.key_kind = TeeKeyKind::Rsa2048;
+    let mut rsa = env.client_with(cfg);
+    assert_eq!(
+        rsa.get_resource("default", "key", "k1").await.unwrap(),
+        b"the image key"
+    );
+
+    let e = client
+        .fetch_resource("default", "key", "missing")
+        .await
+        .unwrap_err();
+    let p = refused(&e, "resource-not-found");
+    assert_eq!(p.detail, "resource default/key/missing: not found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonce_replay_is_refused() {
+    let env = Env::new(true, Duration::from_secs(300));
+    env.good_reference().await;
+    let mut client = env.client();
+    let challenge = client.auth().await.unwrap();
+    let att = client.build_attestation(&challenge).await.unwrap();
+    client.post_attestation(&att).await.unwrap();
+
+    // The same attestation again on the same session: the nonce is spent.
+    let e = client.post_attestation(&att).await.unwrap_err();
+    let p = refused(&e, "nonce-used");
+    assert!(p.detail.starts_with("nonce already used"), "{}", p.detail);
+    assert!(
+        e.to_string()
+            .starts_with("attest: KBS refused: nonce already used"),
+        "{e}"
+    );
+
+    // On a new session: the old nonce does not match the new one...
+    let fresh = client.auth().await.unwrap();
+    let e = client.post_attestation(&att).await.unwrap_err();
+    let p = refused(&e, "nonce-mismatch");
+    assert_eq!(
+        p.detail,
+        format!(
+            "nonce mismatch: expected {}, got {}",
+            fresh.nonce, challenge.nonce
+        )
+    );
+    assert_eq!(
+        (p.expected.as_deref(), p.got.as_deref()),
+        (Some(&*fresh.nonce), Some(&*challenge.nonce))
+    );
+
+    // ...and putting the new nonce in the old evidence breaks the REPORT_DATA binding.
+    let fresh = client.auth().await.unwrap();
+    let mut forged = att.clone();
+    forged.runtime_data.nonce = fresh.nonce.clone();
+    let e = client.post_attestation(&forged).await.unwrap_err();
+    let p = refused(&e, "report-data-mismatch");
+    let got = p.got.clone().unwrap();
+    let expected = p.expected.clone().unwrap();
+    assert_ne!(got, expected);
+    assert_eq!(
+        p.detail,
+        format!("report_data mismatch: expected {expected}, got {got}")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_measurement_and_host_data_are_refused() {
+    let env = Env::new(true, Duration::from_secs(300));
+    let wrong_m = "ab".repeat(48);
+    env.reference(&wrong_m, &hex::encode(host_data())).await;
+    let e = env.client().attest_once().await.unwrap_err();
+    let p = refused(&e, "measurement-mismatch");
+    assert_eq!(
+        p.detail,
+        format!(
+            "measurement mismatch: expected {wrong_m}, got {}",
+            hex::encode(MEASUREMENT)
+        )
+    );
+    assert_eq!(p.expected.as_deref(), Some(&*wrong_m));
+    assert!(
+        e.to_string().starts_with(&format!(
+            "attest: KBS refused: measurement mismatch: expected {wrong_m}, got "
+        )),
+        "{e}"
+    );
+
+    let wrong_h = "cd".repeat(32);
+    env.reference(&hex::encode(MEASUREMENT), &wrong_h).await;
+    let e = env.client().attest_once().await.unwrap_err();
+    let p = refused(&e, "host-data-mismatch");
+    assert_eq!(
+        p.detail,
+        format!(
+            "host_data mismatch: expected {wrong_h}, got {}",
+            hex::encode(host_data())
+        )
+    );
+
+    // Initdata that is not what HOST_DATA measured.
+    env.good_reference().await;
+    let mut cfg = env.client_config();
+    cfg.init_data = Some("something else".into());
+    let e = env.client_with(cfg).attest_once().await.unwrap_err();
+    let p = refused(&e, "initdata-mismatch");
+    assert_eq!(p.got.as_deref(), Some(&*hex::encode(host_data())));
+    assert_eq!(
+        p.expected.as_deref(),
+        Some(&*hex::encode(Sha256::digest(b"something else")))
+    );
+    assert!(
+        p.detail
+            .starts_with("initdata mismatch: expected HOST_DATA"),
+        "{}",
+        p.detail
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_session_is_refused_and_the_client_recovers() {
+    let env = Env::new(true, Duration::from_secs(1));
+    env.good_reference().await;
+    env.admin()
+        .set_resource("default/key/k1", b"v")
+        .await
+        .unwrap();
+    let mut client = env.client();
+    client.attest_once().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let e = client
+        .fetch_resource("default", "key", "k1")
+        .await
+        .unwrap_err();
+    let p = refused(&e, "session-expired");
+    assert!(
+        p.detail.starts_with("session expired: valid until "),
+        "{}",
+        p.detail
+    );
+    assert!(
+        p.expected.as_deref().unwrap().starts_with("before "),
+        "{p:?}"
+    );
+    assert!(p.got.is_some());
+    // get_resource attests again on the 401.
+    assert_eq!(
+        client.get_resource("default", "key", "k1").await.unwrap(),
+        b"v"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_evidence_is_refused_without_allow_sim() {
+    let env = Env::new(false, Duration::from_secs(300));
+    env.good_reference().await;
+    let e = env.client().attest_once().await.unwrap_err();
+    let p = refused(&e, "sim-not-allowed");
+    assert_eq!(
+        p.detail,
+        "sim evidence refused: verifier not configured with allow_sim"
+    );
+    assert_eq!(p.check.as_deref(), Some("sim evidence refused"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_kbs_keeps_its_state() {
+    let mut env = Env::new(true, Duration::from_secs(300));
+    env.good_reference().await;
+    env.admin()
+        .set_resource("repo1/cert/tls", b"persisted")
+        .await
+        .unwrap();
+    env.admin()
+        .set_resource_policy(
+            "package cloister.resource\nallow if { input.resource.repository == \"repo1\" }\n",
+        )
+        .await
+        .unwrap();
+    env.admin()
+        .set_resource("repo2/cert/tls", b"other")
+        .await
+        .unwrap();
+    let mut client = env.client();
+    client.attest_once().await.unwrap();
+    let e = env
+        .client()
+        .fetch_resource("repo1", "cert", "tls")
+        .await
+        .unwrap_err();
+    refused(&e, "unauthenticated");
+    let mut token_only = env.client();
+    token_only.attest_once().await.unwrap();
+    token_only.forget_session();
+    env.restart().await;
+
+    // Same addresses: the client from before the restart holds a session the new
+    // KBS does not know; it is told so, attests again, and gets the resource.
+    assert_eq!(
+        client.get_resource("repo1", "cert", "tls").await.unwrap(),
+        b"persisted"
+    );
+    // Reference values and the resource policy were kept too.
+    let e = client
+        .fetch_resource("repo2", "cert", "tls")
+        .await
+        .unwrap_err();
+    let p = refused(&e, "resource-policy-denied");
+    assert_eq!(
+        p.detail,
+        "resource policy denied repo2/cert/tls: data.cloister.resource.allow is false"
+    );
+    // The token signing key was kept: a token from before the restart still works.
+    assert_eq!(
+        token_only
+            .fetch_resource("repo1", "cert", "tls")
+            .await
+            .unwrap(),
+        b"persisted"
+    );
+    let _ = &env.chip;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_needs_the_admin_token() {
+    let env = Env::new(true, Duration::from_secs(300));
+    let addr = env.kbs.as_ref().unwrap().admin_addr;
+    let wrong = AdminClient::new(
+        &format!("https://{addr}"),
+        &env.ca(),
+        "not-the-admin-token-at-all",
+    )
+    .unwrap();
+    let e = wrong
+        .set_resource("default/key/k1", b"x")
+        .await
+        .unwrap_err();
+    let AdminError::Refused(p) = e else {
+        panic!("{e}")
+    };
+    assert_eq!(p.problem_type, format!("{PREFIX}admin-token-mismatch"));
+    assert_eq!(p.status, 401);
+    assert_eq!(
+        p.detail,
+        "admin API: the bearer token is not the configured admin token"
+    );
+
+    // No token at all, with a plain HTTPS request.
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates({
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&env.ca()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        roots
+    })
+    .with_no_client_auth();
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .unwrap();
+    let resp = http
+        .put(format!("https://{addr}/admin/v0/resource/default/key/k1"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let p: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(p["type"], format!("{PREFIX}admin-unauthenticated"));
+    assert_eq!(
+        p["detail"],
+        "admin API: no admin token (expected header Authorization: Bearer <admin token>)"
+    );
+    // Nothing was stored by either attempt.
+    assert!(!Path::new(&env.dir.path().join("kbs/resources/default/key/k1")).exists());
+
+    // Bad policies and reference values are refused with the reason.
+    let e = env
+        .admin()
+        .set_attestation_policy("package cloister.attestation\nallow if {")
+        .await
+        .unwrap_err();
+    let AdminError::Refused(p) = e else {
+        panic!("{e}")
+    };
+    assert_eq!(p.problem_type, format!("{PREFIX}invalid-policy"));
+    assert!(
+        p.detail.starts_with("attestation policy: does not compile"),
+        "{}",
+        p.detail
+    );
+    let e = env
+        .admin()
+        .set_reference_values(r#"{"measurment": "aa"}"#)
+        .await
+        .unwrap_err();
+    let AdminError::Refused(p) = e else {
+        panic!("{e}")
+    };
+    assert_eq!(p.problem_type, format!("{PREFIX}invalid-reference-values"));
+    assert!(
+        p.detail.contains("unknown field `measurment`"),
+        "{}",
+        p.detail
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfigured_kbs_releases_nothing() {
+    let env = Env::new(true, Duration::from_secs(300));
+    let e = env.client().attest_once().await.unwrap_err();
+    let p = refused(&e, "attestation-policy-denied");
+    assert_eq!(
+        p.detail,
+        "attestation policy denied: no reference measurement is configured (admin API: PUT /admin/v0/reference-values)"
+    );
+}
