@@ -56,9 +56,18 @@ impl Agent {
     }
 
     async fn clients(&self) -> (HealthClient, AgentClient) {
-        let c = ttrpc::asynchronous::Client::connect(&format!("unix://{}", self.sock.display()))
-            .await
-            .unwrap();
+        // The socket file appears at bind(), a moment before listen().
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let c = loop {
+            match ttrpc::asynchronous::Client::connect(&format!("unix://{}", self.sock.display())).await {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot connect to the agent: {e:?}"),
+            }
+        };
         (HealthClient::new(c.clone()), AgentClient::new(c))
     }
 
@@ -291,7 +300,7 @@ async fn unparsable_spec_is_denied_by_the_policy() {
     let (_a, c) = sandbox_with_generated_policy(&[]).await;
     let mut r = app_request(APP_IMAGE, &app_spec());
     r.oci_spec = b"{\"process\": ".to_vec();
-    assert_denied(c.create_container(ctx(), &r).await, "CreateContainerRequest", "container-name");
+    assert_denied(c.create_container(ctx(), &r).await, "CreateContainerRequest", "oci_spec: expected the OCI runtime spec");
 }
 
 #[tokio::test]

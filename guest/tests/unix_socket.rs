@@ -44,9 +44,17 @@ fn start(extra: &[&str]) -> Agent {
 }
 
 async fn client(a: &Agent) -> (HealthClient, AgentClient) {
-    let c = ttrpc::asynchronous::Client::connect(&format!("unix://{}", a.sock.display()))
-        .await
-        .unwrap();
+    // The socket file appears at bind(), a moment before listen().
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let c = loop {
+        match ttrpc::asynchronous::Client::connect(&format!("unix://{}", a.sock.display())).await {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("cannot connect to the agent: {e:?}"),
+        }
+    };
     (HealthClient::new(c.clone()), AgentClient::new(c))
 }
 

@@ -92,23 +92,27 @@ struct AdminArgs {
 #[derive(Subcommand)]
 enum AdminAction {
     /// Store a resource at <repository>/<type>/<tag>.
-    SetResource {
+    #[command(name = "set-resource")]
+    Resource {
         path: String,
         #[arg(long)]
         file: PathBuf,
     },
     /// Replace the attestation policy (Rego, package cloister.attestation).
-    SetAttestationPolicy {
+    #[command(name = "set-attestation-policy")]
+    AttestationPolicy {
         #[arg(long)]
         file: PathBuf,
     },
     /// Replace the resource policy (Rego, package cloister.resource).
-    SetResourcePolicy {
+    #[command(name = "set-resource-policy")]
+    ResourcePolicy {
         #[arg(long)]
         file: PathBuf,
     },
     /// Replace the reference values (JSON, see cloister attest verify --help).
-    SetReferenceValues {
+    #[command(name = "set-reference-values")]
+    ReferenceValues {
         #[arg(long)]
         file: PathBuf,
     },
@@ -210,16 +214,16 @@ fn admin(a: AdminArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let c = AdminClient::new(&a.url, &ca, &token)?;
         match a.action {
-            AdminAction::SetResource { path, file } => c.set_resource(&path, &read(&file)?).await?,
-            AdminAction::SetAttestationPolicy { file } => {
+            AdminAction::Resource { path, file } => c.set_resource(&path, &read(&file)?).await?,
+            AdminAction::AttestationPolicy { file } => {
                 c.set_attestation_policy(&String::from_utf8(read(&file)?)?)
                     .await?
             }
-            AdminAction::SetResourcePolicy { file } => {
+            AdminAction::ResourcePolicy { file } => {
                 c.set_resource_policy(&String::from_utf8(read(&file)?)?)
                     .await?
             }
-            AdminAction::SetReferenceValues { file } => {
+            AdminAction::ReferenceValues { file } => {
                 c.set_reference_values(&String::from_utf8(read(&file)?)?)
                     .await?
             }

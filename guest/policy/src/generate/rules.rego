@@ -68,7 +68,7 @@ known_container if input.state.containers[input.container_id]
 
 # The policy's entry for the container named in the request's spec.
 policy_container := c if {
-	name := input.oci_spec.annotations["io.kubernetes.cri.container-name"]
+	name := spec.annotations["io.kubernetes.cri.container-name"]
 	some c in policy_data.containers
 	c.name == name
 }
@@ -81,7 +81,18 @@ state_container := c if {
 	c.name == name
 }
 
-spec_get(path, dflt) := object.get(input.oci_spec, path, dflt)
+# The spec as an object: `input.oci_spec` is null when the bytes on the
+# wire were not a JSON object.
+spec := input.oci_spec if is_object(input.oci_spec)
+
+else := {}
+
+spec_get(path, dflt) := object.get(spec, path, dflt)
+
+create_container_mismatches contains m if {
+	not is_object(input.oci_spec)
+	m := {"field": "oci_spec", "expected": "the OCI runtime spec, a JSON object", "received": input.oci_spec}
+}
 
 create_container_mismatches contains m if {
 	not valid_id(input.container_id)
