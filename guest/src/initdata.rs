@@ -105,15 +105,20 @@ impl Initdata {
         if let Some(k) = doc.data.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
             return Err(InitdataError::UnknownKey(k.clone()));
         }
-        let policy_rego = doc.data.get("policy.rego").cloned().ok_or(InitdataError::NoPolicy)?;
+        let policy_rego = doc
+            .data
+            .get("policy.rego")
+            .cloned()
+            .ok_or(InitdataError::NoPolicy)?;
         let json_field = |key: &'static str| -> Result<Option<serde_json::Value>, InitdataError> {
             doc.data
                 .get(key)
                 .map(|t| {
-                    let v: serde_json::Value = serde_json::from_str(t).map_err(|e| InitdataError::Field {
-                        key,
-                        message: format!("not JSON: {e}"),
-                    })?;
+                    let v: serde_json::Value =
+                        serde_json::from_str(t).map_err(|e| InitdataError::Field {
+                            key,
+                            message: format!("not JSON: {e}"),
+                        })?;
                     if v.is_object() {
                         Ok(v)
                     } else {
@@ -216,10 +221,17 @@ MIIB
     fn parses_every_field() {
         let i = Initdata::parse(GOOD).unwrap();
         assert!(i.policy_rego.contains("package agent_policy"));
-        assert_eq!(i.policy_data.as_ref().unwrap()["containers"], serde_json::json!([]));
+        assert_eq!(
+            i.policy_data.as_ref().unwrap()["containers"],
+            serde_json::json!([])
+        );
         assert!(i.image_policy.is_some());
         assert_eq!(i.kbs_url.as_deref(), Some("https://kbs.example:8080"));
-        assert!(i.kbs_cert_pem.as_deref().unwrap().contains("BEGIN CERTIFICATE"));
+        assert!(i
+            .kbs_cert_pem
+            .as_deref()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE"));
         // The digest is over the exact bytes.
         assert_eq!(i.sha256_hex(), hex::encode(Sha256::digest(GOOD.as_bytes())));
     }
@@ -232,12 +244,18 @@ MIIB
         tdx.extend([0u8; 16]);
         assert_eq!(i.bind(&Fixed(tdx.clone())).unwrap(), Binding::Tee);
         *tdx.last_mut().unwrap() = 1;
-        assert!(matches!(i.bind(&Fixed(tdx)), Err(InitdataError::Mismatch { .. })));
+        assert!(matches!(
+            i.bind(&Fixed(tdx)),
+            Err(InitdataError::Mismatch { .. })
+        ));
         let mut other = i.sha256;
         other[0] ^= 1;
         let e = i.bind(&Fixed(other.to_vec())).unwrap_err();
         assert!(e.to_string().contains(&i.sha256_hex()), "{e}");
-        assert!(matches!(i.bind(&Fixed(vec![0; 8])), Err(InitdataError::Mismatch { .. })));
+        assert!(matches!(
+            i.bind(&Fixed(vec![0; 8])),
+            Err(InitdataError::Mismatch { .. })
+        ));
         assert_eq!(i.bind(&crate::tee::NoTee).unwrap(), Binding::Unbound);
         assert!(matches!(
             i.bind(&crate::tee::Unsupported("snp")),
@@ -250,7 +268,10 @@ MIIB
         let a = Initdata::parse(GOOD).unwrap();
         let b = Initdata::parse(&GOOD.replace("kbs.example", "kbs.exampl3")).unwrap();
         assert_ne!(a.sha256, b.sha256);
-        assert!(matches!(b.bind(&Fixed(a.sha256.to_vec())), Err(InitdataError::Mismatch { .. })));
+        assert!(matches!(
+            b.bind(&Fixed(a.sha256.to_vec())),
+            Err(InitdataError::Mismatch { .. })
+        ));
     }
 
     #[test]
@@ -271,6 +292,9 @@ MIIB
             assert!(e.contains(needle), "{text:?}: {e}");
         }
         let big = format!("{GOOD}#{}", "x".repeat(MAX_BYTES));
-        assert!(matches!(Initdata::parse(&big), Err(InitdataError::TooLarge { .. })));
+        assert!(matches!(
+            Initdata::parse(&big),
+            Err(InitdataError::TooLarge { .. })
+        ));
     }
 }

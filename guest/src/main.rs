@@ -70,7 +70,11 @@ async fn run(cfg: Config, started: Instant) -> anyhow::Result<()> {
     }
     let host_data = tee::host_data_source(tee);
     if tee == tee::Tee::None {
-        tracing::warn!(tee = tee::NO_TEE_WARNING, "no TEE found: {}", tee::NO_TEE_WARNING);
+        tracing::warn!(
+            tee = tee::NO_TEE_WARNING,
+            "no TEE found: {}",
+            tee::NO_TEE_WARNING
+        );
     }
     let state = rpc::AgentState::new(cfg.is_init, tee, host_data, started);
     server::serve(&cfg.listen, state).await

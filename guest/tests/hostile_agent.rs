@@ -59,7 +59,9 @@ impl Agent {
         // The socket file appears at bind(), a moment before listen().
         let deadline = Instant::now() + Duration::from_secs(10);
         let c = loop {
-            match ttrpc::asynchronous::Client::connect(&format!("unix://{}", self.sock.display())).await {
+            match ttrpc::asynchronous::Client::connect(&format!("unix://{}", self.sock.display()))
+                .await
+            {
                 Ok(c) => break c,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
@@ -116,7 +118,10 @@ fn failure<T: std::fmt::Debug>(r: ttrpc::Result<T>) -> (ttrpc::Code, String) {
 fn assert_denied<T: std::fmt::Debug>(r: ttrpc::Result<T>, rule: &str, needle: &str) {
     let (code, msg) = failure(r);
     assert_eq!(code, ttrpc::Code::PERMISSION_DENIED, "{msg}");
-    assert!(msg.starts_with(&format!("{rule} denied by the agent policy")), "{msg}");
+    assert!(
+        msg.starts_with(&format!("{rule} denied by the agent policy")),
+        "{msg}"
+    );
     assert!(msg.contains(needle), "{needle:?} not in {msg}");
 }
 
@@ -145,8 +150,13 @@ async fn sandbox_with_generated_policy(extra: &[&str]) -> (Agent, AgentClient) {
 async fn before_create_sandbox_only_health_details_and_create_sandbox_are_allowed() {
     let agent = Agent::start(&[]);
     let (h, c) = agent.clients().await;
-    h.check(ctx(), &HealthCheckRequest::default()).await.unwrap();
-    let d = c.get_guest_details(ctx(), &GetGuestDetailsRequest::default()).await.unwrap();
+    h.check(ctx(), &HealthCheckRequest::default())
+        .await
+        .unwrap();
+    let d = c
+        .get_guest_details(ctx(), &GetGuestDetailsRequest::default())
+        .await
+        .unwrap();
     assert!(!d.sandbox_created);
     assert_denied(
         c.exec_process(ctx(), &ExecProcessRequest::default()).await,
@@ -159,12 +169,20 @@ async fn before_create_sandbox_only_health_details_and_create_sandbox_are_allowe
         "sandbox is not created yet",
     );
     assert_denied(
-        c.set_policy(ctx(), &SetPolicyRequest { policy: ALLOW_ALL.into(), ..Default::default() }).await,
+        c.set_policy(
+            ctx(),
+            &SetPolicyRequest {
+                policy: ALLOW_ALL.into(),
+                ..Default::default()
+            },
+        )
+        .await,
         "SetPolicyRequest",
         "sandbox is not created yet",
     );
     assert_denied(
-        c.create_container(ctx(), &app_request(APP_IMAGE, &app_spec())).await,
+        c.create_container(ctx(), &app_request(APP_IMAGE, &app_spec()))
+            .await,
         "CreateContainerRequest",
         "sandbox is not created yet",
     );
@@ -178,19 +196,33 @@ async fn no_tee_mode_accepts_initdata_and_says_so() {
     let r = create_sandbox(&c, &policy).await.unwrap();
     assert!(!r.bound_to_tee);
     use sha2::Digest;
-    assert_eq!(r.initdata_sha256, hex::encode(sha2::Sha256::digest(initdata(&policy))));
-    let d = c.get_guest_details(ctx(), &GetGuestDetailsRequest::default()).await.unwrap();
+    assert_eq!(
+        r.initdata_sha256,
+        hex::encode(sha2::Sha256::digest(initdata(&policy)))
+    );
+    let d = c
+        .get_guest_details(ctx(), &GetGuestDetailsRequest::default())
+        .await
+        .unwrap();
     assert!(d.sandbox_created);
     assert_eq!(d.policy_sha256, hex::encode(sha2::Sha256::digest(&policy)));
     // A decision taken under the unbound policy says so too.
-    c.get_metrics(ctx(), &GetMetricsRequest::default()).await.unwrap();
+    c.get_metrics(ctx(), &GetMetricsRequest::default())
+        .await
+        .unwrap();
     let log = agent.log();
-    assert!(log.contains("initdata accepted WITHOUT a TEE binding"), "{log}");
+    assert!(
+        log.contains("initdata accepted WITHOUT a TEE binding"),
+        "{log}"
+    );
     let decision = log
         .lines()
         .find(|l| l.contains("policy decision") && l.contains("GetMetricsRequest"))
         .unwrap();
-    assert!(decision.contains("NO TEE: initdata not bound to hardware, development only"), "{decision}");
+    assert!(
+        decision.contains("NO TEE: initdata not bound to hardware, development only"),
+        "{decision}"
+    );
 }
 
 #[tokio::test]
@@ -211,7 +243,11 @@ async fn a_tee_without_an_attester_refuses_initdata() {
 #[tokio::test]
 async fn second_create_sandbox_is_refused_by_the_policy() {
     let (_a, c) = sandbox_with_generated_policy(&[]).await;
-    assert_denied(create_sandbox(&c, ALLOW_ALL).await, "CreateSandboxRequest", "accepted once");
+    assert_denied(
+        create_sandbox(&c, ALLOW_ALL).await,
+        "CreateSandboxRequest",
+        "accepted once",
+    );
 }
 
 #[tokio::test]
@@ -268,19 +304,31 @@ async fn exec_into_a_container_is_denied() {
 async fn container_with_another_image_is_denied() {
     let (_a, c) = sandbox_with_generated_policy(&[]).await;
     let r = c
-        .create_container(ctx(), &app_request("registry.example/evil@sha256:00", &app_spec()))
+        .create_container(
+            ctx(),
+            &app_request("registry.example/evil@sha256:00", &app_spec()),
+        )
         .await;
-    assert_denied(r, "CreateContainerRequest", "image: expected registry.example/web/app@sha256:");
+    assert_denied(
+        r,
+        "CreateContainerRequest",
+        "image: expected registry.example/web/app@sha256:",
+    );
 }
 
 #[tokio::test]
 async fn container_with_a_host_bind_mount_is_denied() {
     let (_a, c) = sandbox_with_generated_policy(&[]).await;
     let mut spec = app_spec();
-    spec["mounts"].as_array_mut().unwrap().push(serde_json::json!(
-        {"destination": "/host", "type": "bind", "source": "/", "options": ["rbind", "rw"]}
-    ));
-    let r = c.create_container(ctx(), &app_request(APP_IMAGE, &spec)).await;
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!(
+            {"destination": "/host", "type": "bind", "source": "/", "options": ["rbind", "rw"]}
+        ));
+    let r = c
+        .create_container(ctx(), &app_request(APP_IMAGE, &spec))
+        .await;
     assert_denied(r, "CreateContainerRequest", "oci_spec.mounts");
 }
 
@@ -289,9 +337,12 @@ async fn privileged_container_is_denied() {
     let (_a, c) = sandbox_with_generated_policy(&[]).await;
     let mut spec = app_spec();
     for k in ["bounding", "effective", "permitted"] {
-        spec["process"]["capabilities"][k] = serde_json::json!(["CAP_SYS_ADMIN", "CAP_NET_BIND_SERVICE"]);
+        spec["process"]["capabilities"][k] =
+            serde_json::json!(["CAP_SYS_ADMIN", "CAP_NET_BIND_SERVICE"]);
     }
-    let r = c.create_container(ctx(), &app_request(APP_IMAGE, &spec)).await;
+    let r = c
+        .create_container(ctx(), &app_request(APP_IMAGE, &spec))
+        .await;
     assert_denied(r, "CreateContainerRequest", "capabilities");
 }
 
@@ -300,23 +351,42 @@ async fn unparsable_spec_is_denied_by_the_policy() {
     let (_a, c) = sandbox_with_generated_policy(&[]).await;
     let mut r = app_request(APP_IMAGE, &app_spec());
     r.oci_spec = b"{\"process\": ".to_vec();
-    assert_denied(c.create_container(ctx(), &r).await, "CreateContainerRequest", "oci_spec: expected the OCI runtime spec");
+    assert_denied(
+        c.create_container(ctx(), &r).await,
+        "CreateContainerRequest",
+        "oci_spec: expected the OCI runtime spec",
+    );
 }
 
 #[tokio::test]
 async fn the_policys_container_passes_the_policy() {
     // The one request the pod needs gets past the policy to the runtime.
     let (a, c) = sandbox_with_generated_policy(&[]).await;
-    let (code, msg) = failure(c.create_container(ctx(), &app_request(APP_IMAGE, &app_spec())).await);
+    let (code, msg) = failure(
+        c.create_container(ctx(), &app_request(APP_IMAGE, &app_spec()))
+            .await,
+    );
     assert_ne!(code, ttrpc::Code::PERMISSION_DENIED, "{msg}");
-    assert!(a.log().contains("decision=\"allow\" rule=\"CreateContainerRequest\""), "{}", a.log());
+    assert!(
+        a.log()
+            .contains("decision=\"allow\" rule=\"CreateContainerRequest\""),
+        "{}",
+        a.log()
+    );
 }
 
 #[tokio::test]
 async fn reading_stdout_of_an_unknown_container_is_denied() {
     let (_a, c) = sandbox_with_generated_policy(&[]).await;
     let r = c
-        .read_stdout(ctx(), &ReadStdoutRequest { container_id: "c1".into(), max_len: 10, ..Default::default() })
+        .read_stdout(
+            ctx(),
+            &ReadStdoutRequest {
+                container_id: "c1".into(),
+                max_len: 10,
+                ..Default::default()
+            },
+        )
         .await;
     assert_denied(r, "ReadStdoutRequest", "not a container of this pod");
 }
@@ -325,17 +395,39 @@ async fn reading_stdout_of_an_unknown_container_is_denied() {
 async fn unknown_container_ids_are_denied() {
     let (_a, c) = sandbox_with_generated_policy(&[]).await;
     assert_denied(
-        c.start_container(ctx(), &StartContainerRequest { container_id: "ghost".into(), ..Default::default() }).await,
+        c.start_container(
+            ctx(),
+            &StartContainerRequest {
+                container_id: "ghost".into(),
+                ..Default::default()
+            },
+        )
+        .await,
         "StartContainerRequest",
         "not a container of this pod",
     );
     assert_denied(
-        c.signal_process(ctx(), &SignalProcessRequest { container_id: "ghost".into(), signal: 9, ..Default::default() }).await,
+        c.signal_process(
+            ctx(),
+            &SignalProcessRequest {
+                container_id: "ghost".into(),
+                signal: 9,
+                ..Default::default()
+            },
+        )
+        .await,
         "SignalProcessRequest",
         "not a container of this pod",
     );
     assert_denied(
-        c.remove_container(ctx(), &RemoveContainerRequest { container_id: "ghost".into(), ..Default::default() }).await,
+        c.remove_container(
+            ctx(),
+            &RemoveContainerRequest {
+                container_id: "ghost".into(),
+                ..Default::default()
+            },
+        )
+        .await,
         "RemoveContainerRequest",
         "not a container of this pod",
     );
@@ -344,13 +436,28 @@ async fn unknown_container_ids_are_denied() {
 #[tokio::test]
 async fn set_policy_is_denied_and_the_policy_stays() {
     let (_a, c) = sandbox_with_generated_policy(&[]).await;
-    let before = c.get_guest_details(ctx(), &GetGuestDetailsRequest::default()).await.unwrap().policy_sha256;
+    let before = c
+        .get_guest_details(ctx(), &GetGuestDetailsRequest::default())
+        .await
+        .unwrap()
+        .policy_sha256;
     assert_denied(
-        c.set_policy(ctx(), &SetPolicyRequest { policy: ALLOW_ALL.into(), ..Default::default() }).await,
+        c.set_policy(
+            ctx(),
+            &SetPolicyRequest {
+                policy: ALLOW_ALL.into(),
+                ..Default::default()
+            },
+        )
+        .await,
         "SetPolicyRequest",
         "SetPolicy is not allowed",
     );
-    let after = c.get_guest_details(ctx(), &GetGuestDetailsRequest::default()).await.unwrap().policy_sha256;
+    let after = c
+        .get_guest_details(ctx(), &GetGuestDetailsRequest::default())
+        .await
+        .unwrap()
+        .policy_sha256;
     assert_eq!(before, after);
 }
 
@@ -360,9 +467,15 @@ async fn set_policy_works_when_the_policy_allows_it() {
     let c = agent.client().await;
     create_sandbox(&c, ALLOW_ALL).await.unwrap();
     let strict = "package agent_policy\nGetGuestDetailsRequest := true\n";
-    c.set_policy(ctx(), &SetPolicyRequest { policy: strict.into(), ..Default::default() })
-        .await
-        .unwrap();
+    c.set_policy(
+        ctx(),
+        &SetPolicyRequest {
+            policy: strict.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_denied(
         c.get_metrics(ctx(), &GetMetricsRequest::default()).await,
         "GetMetricsRequest",
@@ -370,7 +483,14 @@ async fn set_policy_works_when_the_policy_allows_it() {
     );
     // And now SetPolicy itself is undefined, so denied.
     assert_denied(
-        c.set_policy(ctx(), &SetPolicyRequest { policy: ALLOW_ALL.into(), ..Default::default() }).await,
+        c.set_policy(
+            ctx(),
+            &SetPolicyRequest {
+                policy: ALLOW_ALL.into(),
+                ..Default::default()
+            },
+        )
+        .await,
         "SetPolicyRequest",
         "",
     );
@@ -381,7 +501,11 @@ async fn oversized_ids_are_denied() {
     let (_a, c) = sandbox_with_generated_policy(&[]).await;
     let mut r = app_request(APP_IMAGE, &app_spec());
     r.container_id = "x".repeat(512 * 1024);
-    assert_denied(c.create_container(ctx(), &r).await, "CreateContainerRequest", "container_id");
+    assert_denied(
+        c.create_container(ctx(), &r).await,
+        "CreateContainerRequest",
+        "container_id",
+    );
 }
 
 #[tokio::test]
@@ -394,8 +518,14 @@ async fn oversized_ids_are_refused_by_the_agent_even_under_allow_all() {
     let (code, msg) = failure(c.create_container(ctx(), &r).await);
     assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT, "{msg}");
     let (code, _) = failure(
-        c.start_container(ctx(), &StartContainerRequest { container_id: "ghost".into(), ..Default::default() })
-            .await,
+        c.start_container(
+            ctx(),
+            &StartContainerRequest {
+                container_id: "ghost".into(),
+                ..Default::default()
+            },
+        )
+        .await,
     );
     assert_eq!(code, ttrpc::Code::NOT_FOUND);
 }
@@ -406,7 +536,11 @@ async fn decisions_are_counted_in_metrics() {
     for _ in 0..2 {
         let _ = c.exec_process(ctx(), &ExecProcessRequest::default()).await;
     }
-    let m = c.get_metrics(ctx(), &GetMetricsRequest::default()).await.unwrap().text;
+    let m = c
+        .get_metrics(ctx(), &GetMetricsRequest::default())
+        .await
+        .unwrap()
+        .text;
     assert!(
         m.contains(r#"cloister_agent_policy_decisions_total{request="ExecProcessRequest",decision="deny"} 2"#),
         "{m}"
@@ -422,7 +556,9 @@ async fn json_denial_log_lines_explain_the_field() {
     let (a, c) = sandbox_with_generated_policy(&["--log-format", "json"]).await;
     let mut spec = app_spec();
     spec["process"]["user"]["uid"] = serde_json::json!(0);
-    let _ = c.create_container(ctx(), &app_request(APP_IMAGE, &spec)).await;
+    let _ = c
+        .create_container(ctx(), &app_request(APP_IMAGE, &spec))
+        .await;
     let log = a.log();
     let line = log
         .lines()
@@ -469,19 +605,33 @@ fn raw_call(sock: &std::path::Path, method: &str, payload: Vec<u8>) -> ttrpc::Re
 async fn malformed_protobuf_is_rejected_and_the_agent_keeps_serving() {
     let (a, c) = sandbox_with_generated_policy(&[]).await;
     for (method, junk) in [
-        ("CreateContainer", vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        (
+            "CreateContainer",
+            vec![
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
+        ),
         // Field 1 (container_id) claiming 1 GiB.
-        ("StartContainer", vec![0x0a, 0x80, 0x80, 0x80, 0x80, 0x04, b'a']),
+        (
+            "StartContainer",
+            vec![0x0a, 0x80, 0x80, 0x80, 0x80, 0x04, b'a'],
+        ),
         // Invalid UTF-8 in a string field.
         ("ExecProcess", vec![0x0a, 0x02, 0xc3, 0x28]),
     ] {
         let resp = raw_call(&a.sock, method, junk);
         let st = resp.status.into_option().expect("a status");
         assert_ne!(st.code(), ttrpc::Code::OK, "{method}");
-        assert_ne!(st.code(), ttrpc::Code::PERMISSION_DENIED, "{method}: decoding fails before the policy");
+        assert_ne!(
+            st.code(),
+            ttrpc::Code::PERMISSION_DENIED,
+            "{method}: decoding fails before the policy"
+        );
     }
     // Still alive and still enforcing.
-    c.get_guest_details(ctx(), &GetGuestDetailsRequest::default()).await.unwrap();
+    c.get_guest_details(ctx(), &GetGuestDetailsRequest::default())
+        .await
+        .unwrap();
     assert_denied(
         c.exec_process(ctx(), &ExecProcessRequest::default()).await,
         "ExecProcessRequest",

@@ -28,7 +28,16 @@ fn eval_allows_with_exit_0_and_denies_with_exit_3() {
         format!(r#"{{"container_id": "c1", "exec_id": "e1", "process": {{"args": ["/bin/date"], "env": [], "uid": 65534, "gid": 65534}}, "state": {state}}}"#),
     )
     .unwrap();
-    let out = cloister(&["policy", "eval", "--policy", s(&policy), "--request", "ExecProcessRequest", "--input", s(&good)]);
+    let out = cloister(&[
+        "policy",
+        "eval",
+        "--policy",
+        s(&policy),
+        "--request",
+        "ExecProcessRequest",
+        "--input",
+        s(&good),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "allow\n");
 
@@ -38,10 +47,22 @@ fn eval_allows_with_exit_0_and_denies_with_exit_3() {
         format!(r#"{{"container_id": "c1", "exec_id": "e1", "process": {{"args": ["sh"], "env": [], "uid": 65534, "gid": 65534}}, "state": {state}}}"#),
     )
     .unwrap();
-    let out = cloister(&["policy", "eval", "--policy", s(&policy), "--request", "ExecProcessRequest", "--input", s(&bad)]);
+    let out = cloister(&[
+        "policy",
+        "eval",
+        "--policy",
+        s(&policy),
+        "--request",
+        "ExecProcessRequest",
+        "--input",
+        s(&bad),
+    ]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("deny: ExecProcessRequest: process.args: expected"), "{text}");
+    assert!(
+        text.starts_with("deny: ExecProcessRequest: process.args: expected"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -51,7 +72,10 @@ fn test_reports_each_rule_and_fails_on_a_failing_one() {
     let out = cloister(&["policy", "test", s(&p), s(&t)]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("PASS data.agent_policy_test.test_exec_is_denied"), "{text}");
+    assert!(
+        text.contains("PASS data.agent_policy_test.test_exec_is_denied"),
+        "{text}"
+    );
 
     let d = tempfile::tempdir().unwrap();
     let failing = d.path().join("f_test.rego");
@@ -62,7 +86,8 @@ fn test_reports_each_rule_and_fails_on_a_failing_one() {
     .unwrap();
     let out = cloister(&["policy", "test", s(&p), s(&failing)]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL data.agent_policy_test.test_exec_allowed"));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("FAIL data.agent_policy_test.test_exec_allowed"));
 }
 
 #[test]
@@ -85,12 +110,19 @@ fn generate_then_explain_a_denial_log_line() {
                    "reason": "whatever", "input": input.to_string()}
     });
     let log = d.path().join("agent.log");
-    std::fs::write(&log, format!("{{\"fields\":{{\"message\":\"agent API ready\"}}}}\n{line}\n")).unwrap();
+    std::fs::write(
+        &log,
+        format!("{{\"fields\":{{\"message\":\"agent API ready\"}}}}\n{line}\n"),
+    )
+    .unwrap();
     let out = cloister(&["policy", "explain", "--policy", s(&out_policy), s(&log)]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(text.contains("denied: ExecProcessRequest"), "{text}");
-    assert!(text.contains("- process.args") && text.contains("received: [\"sh\"]"), "{text}");
+    assert!(
+        text.contains("- process.args") && text.contains("received: [\"sh\"]"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -98,6 +130,9 @@ fn bench_prints_percentiles() {
     let out = cloister(&["policy", "bench", "--iterations", "20"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    assert!(text.contains("CreateContainerRequest   allow p50"), "{text}");
+    assert!(
+        text.contains("CreateContainerRequest   allow p50"),
+        "{text}"
+    );
     assert!(text.contains("ExecProcessRequest       deny"), "{text}");
 }

@@ -76,7 +76,10 @@ mod tests {
         // The agent adds `state` to every policy input.
         for name in super::REQUEST_NAMES {
             let m = file().message_by_package_relative_name(name).unwrap();
-            assert!(m.field_by_name("state").is_none(), "{name} has a state field");
+            assert!(
+                m.field_by_name("state").is_none(),
+                "{name} has a state field"
+            );
         }
     }
 }

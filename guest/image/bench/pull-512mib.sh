@@ -66,12 +66,21 @@ fi
 skopeo copy --quiet --dest-tls-verify=false --encryption-key jwe:key.pub.pem \
   oci:layout:big docker://127.0.0.1:$port/big:1
 du -sh registry
+# Sign it, and pull under a policy that requires that signature, so the
+# figure includes signature verification as well as decryption.
+rm -f cosign.key cosign.pub
+COSIGN_PASSWORD= "$cloister" image keygen --output-key-prefix cosign
+COSIGN_PASSWORD= "$cloister" image sign --key cosign.key --registry-insecure-http 127.0.0.1:$port/big:1
+cat > policy.json <<POLICY
+{"default": [{"type": "reject"}],
+ "transports": {"docker": {"127.0.0.1:$port/big": [{"type": "sigstoreSigned", "keyPath": "$PWD/cosign.pub"}]}}}
+POLICY
 
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 rm -rf cloister-rootfs
 echo "== cloister image pull"
 /usr/bin/time -v "$cloister" image pull 127.0.0.1:$port/big:1 --dest cloister-rootfs \
-  --insecure-http --decryption-key key.pem 2> cloister.time
+  --insecure-http --decryption-key key.pem --signature-policy policy.json 2> cloister.time
 grep -E "Elapsed|Maximum resident" cloister.time
 
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true

@@ -46,12 +46,6 @@ pub enum Error {
         #[source]
         source: LayerError,
     },
-    #[error("layer store {path}")]
-    Store {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// An error and its sources, `a: b: c`, for logs (Display shows only the

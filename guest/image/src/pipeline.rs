@@ -4,7 +4,6 @@
 //! layers (a bounded number at a time) into the layer store.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -19,10 +18,10 @@ use crate::layer::{self, LayerError, LayerJob, LayerOutcome};
 use crate::manifest::{self, Fetched, ImageConfig, LayerInfo, Platform, ACCEPTED_MANIFEST_TYPES};
 use crate::ocicrypt::{EncryptionInfo, KeyRing, LayerKey};
 use crate::progress::Progress;
+use crate::pulled::{PulledImage, PulledLayer};
 use crate::registry::{Registry, RegistryOptions};
 use crate::store::LayerStore;
-use crate::stream::decompress::Compression;
-use crate::unpack::{UnpackOptions, UnpackStats};
+use crate::unpack::UnpackOptions;
 use crate::verify::{ManifestToVerify, ManifestVerifier};
 
 /// Everything about how to pull.
@@ -53,67 +52,6 @@ impl Default for PullOptions {
             zstd_window_log_max: 23,
             max_config_size: 8 << 20,
         }
-    }
-}
-
-/// One layer of a pulled image.
-#[derive(Debug, Clone)]
-pub struct PulledLayer {
-    pub index: usize,
-    pub digest: Sha256Digest,
-    /// Verified: the sha256 of the uncompressed tar equals this.
-    pub diff_id: Sha256Digest,
-    pub media_type: String,
-    pub compression: Compression,
-    /// Decrypted with one of the caller's keys (HMAC verified).
-    pub encrypted: bool,
-    pub size: u64,
-    /// Bytes fetched for this layer in this pull (0 if reused).
-    pub downloaded: u64,
-    /// Uncompressed tar size, when unpacked in this pull.
-    pub uncompressed: Option<u64>,
-    /// The layer was already in the store (or earlier in this image).
-    pub reused: bool,
-    pub stats: Option<UnpackStats>,
-    /// Its directory in the layer store.
-    pub path: PathBuf,
-}
-
-/// A pulled image: verified, unpacked, in the layer store.
-#[derive(Debug, Clone)]
-pub struct PulledImage {
-    pub reference: String,
-    /// Digest of what the reference resolved to (index or manifest).
-    pub digest: Sha256Digest,
-    pub media_type: String,
-    /// Digest of the platform's image manifest.
-    pub image_digest: Sha256Digest,
-    pub config_digest: Sha256Digest,
-    /// The config JSON, verified against `config_digest`.
-    pub config: Vec<u8>,
-    /// What the signature verifier said.
-    pub verification: String,
-    pub layers: Vec<PulledLayer>,
-}
-
-impl PulledImage {
-    /// Layer directories, bottom layer first.
-    pub fn layer_dirs(&self) -> Vec<PathBuf> {
-        self.layers.iter().map(|l| l.path.clone()).collect()
-    }
-
-    /// The directories for overlayfs' `lowerdir=` option, top layer first.
-    /// A layer that occurs twice is listed once, at its upper position
-    /// (overlayfs refuses a directory twice; in practice the repeats are
-    /// empty layers).
-    pub fn overlay_lowerdirs(&self) -> Vec<PathBuf> {
-        let mut seen = std::collections::HashSet::new();
-        self.layers
-            .iter()
-            .rev()
-            .filter(|l| seen.insert(l.diff_id))
-            .map(|l| l.path.clone())
-            .collect()
     }
 }
 

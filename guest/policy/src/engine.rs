@@ -95,12 +95,13 @@ impl Policy {
                     max: MAX_POLICY_BYTES,
                 });
             }
-            let package = engine
-                .add_policy(name.clone(), text.clone())
-                .map_err(|e| PolicyError::Parse {
-                    name: name.clone(),
-                    message: format!("{e:#}"),
-                })?;
+            let package =
+                engine
+                    .add_policy(name.clone(), text.clone())
+                    .map_err(|e| PolicyError::Parse {
+                        name: name.clone(),
+                        message: format!("{e:#}"),
+                    })?;
             let want = format!("data.{PACKAGE}");
             if package == want {
                 found = true;
@@ -178,7 +179,11 @@ impl Policy {
 
     /// Evaluates any rule of the policy (for tools such as `explain`), as
     /// JSON; `None` when it is undefined or fails.
-    pub fn query_rule(&mut self, path: &str, input: &serde_json::Value) -> Option<serde_json::Value> {
+    pub fn query_rule(
+        &mut self,
+        path: &str,
+        input: &serde_json::Value,
+    ) -> Option<serde_json::Value> {
         self.engine.set_input(Value::from(input.clone()));
         let v = self.engine.eval_rule(path.to_string()).ok()?;
         if v == Value::Undefined {
@@ -290,13 +295,19 @@ reason contains msg if {
             panic!("allowed")
         };
         assert_eq!(rule, "ExecProcessRequest");
-        assert!(reason.contains("does not define ExecProcessRequest"), "{reason}");
+        assert!(
+            reason.contains("does not define ExecProcessRequest"),
+            "{reason}"
+        );
     }
 
     #[test]
     fn non_boolean_value_denies() {
         let d = policy().evaluate("GetMetricsRequest", &json!({}));
-        assert!(matches!(d, Decision::Deny { ref reason, .. } if reason.contains("is 7")), "{d:?}");
+        assert!(
+            matches!(d, Decision::Deny { ref reason, .. } if reason.contains("is 7")),
+            "{d:?}"
+        );
     }
 
     #[test]
@@ -335,7 +346,8 @@ reason contains msg if {
 
     #[test]
     fn data_document_is_visible_to_rules() {
-        let rego = "package agent_policy\nStartContainerRequest if input.container_id in data.ids\n";
+        let rego =
+            "package agent_policy\nStartContainerRequest if input.container_id in data.ids\n";
         let mut p = Policy::new(rego, Some(&json!({"ids": ["a", "b"]}))).unwrap();
         assert!(p
             .evaluate("StartContainerRequest", &json!({"container_id": "b"}))

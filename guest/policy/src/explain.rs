@@ -43,7 +43,8 @@ pub struct Explanation {
 /// Parses a decision log line. Accepts the agent's JSON log format
 /// (`{"fields": {...}}`) or the bare fields object.
 pub fn parse_log_line(line: &str) -> Result<(String, String, Option<Value>), ExplainError> {
-    let v: Value = serde_json::from_str(line.trim()).map_err(|e| ExplainError::NotJson(e.to_string()))?;
+    let v: Value =
+        serde_json::from_str(line.trim()).map_err(|e| ExplainError::NotJson(e.to_string()))?;
     let f = v.get("fields").unwrap_or(&v);
     let s = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_string);
     let (Some(decision), Some(rule)) = (s("decision"), s("rule")) else {
@@ -69,10 +70,16 @@ pub fn explain(line: &str, policy: Option<&mut Policy>) -> Result<Explanation, E
     if let (Some(p), Some(inp)) = (policy, &input) {
         let mut inp = inp.clone();
         ensure_request(&mut inp, &rule);
-        if let Some(Value::Array(ms)) = p.query_rule(&format!("data.{}.mismatches", crate::PACKAGE), &inp) {
+        if let Some(Value::Array(ms)) =
+            p.query_rule(&format!("data.{}.mismatches", crate::PACKAGE), &inp)
+        {
             for m in ms {
                 mismatches.push(Mismatch {
-                    field: m.get("field").and_then(Value::as_str).unwrap_or("?").to_string(),
+                    field: m
+                        .get("field")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
+                        .to_string(),
                     expected: m.get("expected").cloned().unwrap_or(Value::Null),
                     received: m.get("received").cloned().unwrap_or(Value::Null),
                 });
@@ -112,7 +119,8 @@ fn parse_reason(reason: &str) -> Vec<Mismatch> {
         .filter_map(|part| {
             let (field, rest) = part.split_once(": expected ")?;
             let (expected, received) = rest.rsplit_once(", got ")?;
-            let val = |t: &str| serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_string()));
+            let val =
+                |t: &str| serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_string()));
             Some(Mismatch {
                 field: field.to_string(),
                 expected: val(expected),
@@ -164,8 +172,14 @@ mod tests {
 
     #[test]
     fn non_decisions_and_allows_are_refused() {
-        assert!(matches!(explain("not json", None), Err(ExplainError::NotJson(_))));
-        assert!(matches!(explain(r#"{"fields":{"message":"hi"}}"#, None), Err(ExplainError::NotADecision)));
+        assert!(matches!(
+            explain("not json", None),
+            Err(ExplainError::NotJson(_))
+        ));
+        assert!(matches!(
+            explain(r#"{"fields":{"message":"hi"}}"#, None),
+            Err(ExplainError::NotADecision)
+        ));
         assert!(matches!(
             explain(r#"{"decision":"allow","rule":"X"}"#, None),
             Err(ExplainError::Allowed)

@@ -14,7 +14,6 @@
 pub mod engine;
 pub mod testing;
 
-
 #[cfg(feature = "authoring")]
 pub mod bench;
 #[cfg(feature = "authoring")]

@@ -148,8 +148,14 @@ fn baseline_lifecycle_of_known_containers_is_allowed() {
 
 #[test]
 fn baseline_annotated_and_probe_exec_are_allowed() {
-    assert_allowed("ExecProcessRequest", exec("c2", "e2", &["sh", "-c", "echo ok"]));
-    assert_allowed("ExecProcessRequest", exec("c2", "e3", &["cat", "/tmp/ready"]));
+    assert_allowed(
+        "ExecProcessRequest",
+        exec("c2", "e2", &["sh", "-c", "echo ok"]),
+    );
+    assert_allowed(
+        "ExecProcessRequest",
+        exec("c2", "e3", &["cat", "/tmp/ready"]),
+    );
 }
 
 #[test]
@@ -189,20 +195,31 @@ fn tag_instead_of_digest_is_denied() {
 
 #[test]
 fn other_command_is_denied() {
-    deny_create(|s| s["process"]["args"][0] = json!("/bin/sh"), "oci_spec.process.args");
+    deny_create(
+        |s| s["process"]["args"][0] = json!("/bin/sh"),
+        "oci_spec.process.args",
+    );
 }
 
 #[test]
 fn extra_args_are_denied() {
     deny_create(
-        |s| s["process"]["args"].as_array_mut().unwrap().push(json!("--debug")),
+        |s| {
+            s["process"]["args"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("--debug"))
+        },
         "oci_spec.process.args",
     );
 }
 
 #[test]
 fn empty_args_are_denied() {
-    deny_create(|s| s["process"]["args"] = json!([]), "oci_spec.process.args");
+    deny_create(
+        |s| s["process"]["args"] = json!([]),
+        "oci_spec.process.args",
+    );
 }
 
 #[test]
@@ -212,7 +229,10 @@ fn other_working_directory_is_denied() {
 
 #[test]
 fn terminal_is_denied_when_the_pod_has_none() {
-    deny_create(|s| s["process"]["terminal"] = json!(true), "oci_spec.process.terminal");
+    deny_create(
+        |s| s["process"]["terminal"] = json!(true),
+        "oci_spec.process.terminal",
+    );
 }
 
 // -------------------------------------------------------------------- env
@@ -220,17 +240,19 @@ fn terminal_is_denied_when_the_pod_has_none() {
 #[test]
 fn ld_preload_is_denied() {
     deny_create(
-        |s| s["process"]["env"].as_array_mut().unwrap().push(json!("LD_PRELOAD=/tmp/x.so")),
+        |s| {
+            s["process"]["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("LD_PRELOAD=/tmp/x.so"))
+        },
         "LD_PRELOAD",
     );
 }
 
 #[test]
 fn changed_literal_env_value_is_denied() {
-    deny_create(
-        |s| s["process"]["env"][0] = json!("MODE=debug"),
-        "MODE=",
-    );
+    deny_create(|s| s["process"]["env"][0] = json!("MODE=debug"), "MODE=");
 }
 
 #[test]
@@ -246,7 +268,12 @@ fn missing_literal_env_is_denied() {
 #[test]
 fn path_from_the_host_is_denied() {
     deny_create(
-        |s| s["process"]["env"].as_array_mut().unwrap().push(json!("PATH=/tmp/evil:/usr/bin")),
+        |s| {
+            s["process"]["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("PATH=/tmp/evil:/usr/bin"))
+        },
         "PATH=",
     );
 }
@@ -269,7 +296,9 @@ fn oversized_env_entry_is_denied() {
 #[test]
 fn host_root_bind_mount_is_denied() {
     deny_create(
-        |s| mounts(s).push(json!({"destination": "/host", "type": "bind", "source": "/", "options": ["rbind", "rw"]})),
+        |s| {
+            mounts(s).push(json!({"destination": "/host", "type": "bind", "source": "/", "options": ["rbind", "rw"]}))
+        },
         "/host",
     );
 }
@@ -285,7 +314,9 @@ fn volume_destination_from_another_source_is_denied() {
 #[test]
 fn volume_source_escaping_with_dotdot_is_denied() {
     deny_create(
-        |s| mount_at(s, "/data")["source"] = json!("/run/cloister/sandbox/volumes/data/../../../.."),
+        |s| {
+            mount_at(s, "/data")["source"] = json!("/run/cloister/sandbox/volumes/data/../../../..")
+        },
         "oci_spec.mounts",
     );
 }
@@ -301,14 +332,19 @@ fn another_volume_on_a_destination_is_denied() {
 #[test]
 fn proc_bind_mounted_read_write_is_denied() {
     deny_create(
-        |s| mounts(s).push(json!({"destination": "/host-proc", "type": "bind", "source": "/proc", "options": ["rbind", "rw"]})),
+        |s| {
+            mounts(s).push(json!({"destination": "/host-proc", "type": "bind", "source": "/proc", "options": ["rbind", "rw"]}))
+        },
         "/host-proc",
     );
 }
 
 #[test]
 fn proc_from_a_host_path_is_denied() {
-    deny_create(|s| mount_at(s, "/proc")["source"] = json!("/proc/1/root/proc"), "oci_spec.mounts");
+    deny_create(
+        |s| mount_at(s, "/proc")["source"] = json!("/proc/1/root/proc"),
+        "oci_spec.mounts",
+    );
 }
 
 #[test]
@@ -386,7 +422,10 @@ fn added_sys_admin_is_denied() {
 #[test]
 fn default_capability_set_instead_of_dropped_is_denied() {
     deny_create(
-        |s| s["process"]["capabilities"]["bounding"] = json!(["CAP_CHOWN", "CAP_NET_BIND_SERVICE", "CAP_SETUID"]),
+        |s| {
+            s["process"]["capabilities"]["bounding"] =
+                json!(["CAP_CHOWN", "CAP_NET_BIND_SERVICE", "CAP_SETUID"])
+        },
         "capabilities.bounding",
     );
 }
@@ -410,7 +449,10 @@ fn inheritable_capabilities_are_denied() {
 #[test]
 fn effective_set_differing_from_bounding_is_denied() {
     deny_create(
-        |s| s["process"]["capabilities"]["effective"] = json!(["CAP_NET_BIND_SERVICE", "CAP_NET_RAW"]),
+        |s| {
+            s["process"]["capabilities"]["effective"] =
+                json!(["CAP_NET_BIND_SERVICE", "CAP_NET_RAW"])
+        },
         "capabilities.effective",
     );
 }
@@ -437,7 +479,12 @@ fn privileged_spec_is_denied() {
 #[test]
 fn unmasked_proc_kcore_is_denied() {
     deny_create(
-        |s| s["linux"]["maskedPaths"].as_array_mut().unwrap().retain(|p| p != "/proc/kcore"),
+        |s| {
+            s["linux"]["maskedPaths"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|p| p != "/proc/kcore")
+        },
         "/proc/kcore",
     );
 }
@@ -445,37 +492,59 @@ fn unmasked_proc_kcore_is_denied() {
 #[test]
 fn writable_proc_sys_is_denied() {
     deny_create(
-        |s| s["linux"]["readonlyPaths"].as_array_mut().unwrap().retain(|p| p != "/proc/sys"),
+        |s| {
+            s["linux"]["readonlyPaths"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|p| p != "/proc/sys")
+        },
         "readonlyPaths",
     );
 }
 
 #[test]
 fn privilege_escalation_is_denied() {
-    deny_create(|s| s["process"]["noNewPrivileges"] = json!(false), "noNewPrivileges");
+    deny_create(
+        |s| s["process"]["noNewPrivileges"] = json!(false),
+        "noNewPrivileges",
+    );
 }
 
 #[test]
 fn writable_root_filesystem_is_denied() {
-    deny_create(|s| s["root"]["readonly"] = json!(false), "oci_spec.root.readonly");
+    deny_create(
+        |s| s["root"]["readonly"] = json!(false),
+        "oci_spec.root.readonly",
+    );
 }
 
 // ------------------------------------------------------------------- user
 
 #[test]
 fn root_user_is_denied() {
-    deny_create(|s| s["process"]["user"]["uid"] = json!(0), "oci_spec.process.user.uid");
+    deny_create(
+        |s| s["process"]["user"]["uid"] = json!(0),
+        "oci_spec.process.user.uid",
+    );
 }
 
 #[test]
 fn other_group_is_denied() {
-    deny_create(|s| s["process"]["user"]["gid"] = json!(0), "oci_spec.process.user.gid");
+    deny_create(
+        |s| s["process"]["user"]["gid"] = json!(0),
+        "oci_spec.process.user.gid",
+    );
 }
 
 #[test]
 fn extra_supplementary_group_is_denied() {
     deny_create(
-        |s| s["process"]["user"]["additionalGids"].as_array_mut().unwrap().push(json!(0)),
+        |s| {
+            s["process"]["user"]["additionalGids"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!(0))
+        },
         "additionalGids",
     );
 }
@@ -485,7 +554,12 @@ fn extra_supplementary_group_is_denied() {
 #[test]
 fn missing_pid_namespace_is_denied() {
     deny_create(
-        |s| s["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "pid"),
+        |s| {
+            s["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "pid")
+        },
         "namespaces",
     );
 }
@@ -493,7 +567,12 @@ fn missing_pid_namespace_is_denied() {
 #[test]
 fn missing_network_namespace_is_denied() {
     deny_create(
-        |s| s["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "network"),
+        |s| {
+            s["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "network")
+        },
         "namespaces",
     );
 }
@@ -509,7 +588,12 @@ fn joining_the_agents_namespace_is_denied() {
 #[test]
 fn added_user_namespace_is_denied() {
     deny_create(
-        |s| s["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"})),
+        |s| {
+            s["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "user"}))
+        },
         "namespaces",
     );
 }
@@ -535,7 +619,10 @@ fn changed_sysctl_value_is_denied() {
 #[test]
 fn added_device_is_denied() {
     deny_create(
-        |s| s["linux"]["devices"] = json!([{"path": "/dev/vda", "type": "b", "major": 254, "minor": 0}]),
+        |s| {
+            s["linux"]["devices"] =
+                json!([{"path": "/dev/vda", "type": "b", "major": 254, "minor": 0}])
+        },
         "/dev/vda",
     );
 }
@@ -569,7 +656,9 @@ fn block_device_cgroup_rule_is_denied() {
 #[test]
 fn hooks_are_denied() {
     deny_create(
-        |s| s["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "id"]}]}),
+        |s| {
+            s["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "id"]}]})
+        },
         "oci_spec.hooks",
     );
 }
@@ -586,10 +675,7 @@ fn unknown_container_name_is_denied() {
 
 #[test]
 fn missing_container_name_annotation_is_denied() {
-    deny_create(
-        |s| s["annotations"] = json!({}),
-        "container-name",
-    );
+    deny_create(|s| s["annotations"] = json!({}), "container-name");
 }
 
 #[test]
@@ -632,7 +718,11 @@ fn second_container_with_the_same_name_is_denied() {
 
 #[test]
 fn exec_into_app_is_denied() {
-    assert_denied("ExecProcessRequest", exec("c1", "e9", &["sh"]), "process.args");
+    assert_denied(
+        "ExecProcessRequest",
+        exec("c1", "e9", &["sh"]),
+        "process.args",
+    );
 }
 
 #[test]
@@ -660,18 +750,30 @@ fn exec_with_ld_preload_is_denied() {
 
 #[test]
 fn exec_in_unknown_container_is_denied() {
-    assert_denied("ExecProcessRequest", exec("nope", "e9", &["cat", "/tmp/ready"]), "");
+    assert_denied(
+        "ExecProcessRequest",
+        exec("nope", "e9", &["cat", "/tmp/ready"]),
+        "",
+    );
 }
 
 #[test]
 fn exec_reusing_an_exec_id_is_denied() {
-    assert_denied("ExecProcessRequest", exec("c2", "e1", &["cat", "/tmp/ready"]), "exec_id");
+    assert_denied(
+        "ExecProcessRequest",
+        exec("c2", "e1", &["cat", "/tmp/ready"]),
+        "exec_id",
+    );
 }
 
 #[test]
 fn exec_with_oversized_exec_id_is_denied() {
     let id = "e".repeat(70_000);
-    assert_denied("ExecProcessRequest", exec("c2", &id, &["cat", "/tmp/ready"]), "exec_id");
+    assert_denied(
+        "ExecProcessRequest",
+        exec("c2", &id, &["cat", "/tmp/ready"]),
+        "exec_id",
+    );
 }
 
 #[test]
@@ -693,13 +795,23 @@ fn quiet_pod() -> String {
 #[test]
 fn reading_stdout_is_denied_when_the_pod_forbids_it() {
     let mut p = policy_for(&quiet_pod());
-    assert_denied_by(&mut p, "ReadStdoutRequest", io("ReadStdoutRequest", "c1", ""), "read-output");
+    assert_denied_by(
+        &mut p,
+        "ReadStdoutRequest",
+        io("ReadStdoutRequest", "c1", ""),
+        "read-output",
+    );
 }
 
 #[test]
 fn reading_stderr_of_an_exec_is_denied_when_the_pod_forbids_it() {
     let mut p = policy_for(&quiet_pod());
-    assert_denied_by(&mut p, "ReadStderrRequest", io("ReadStderrRequest", "c2", "e1"), "read-output");
+    assert_denied_by(
+        &mut p,
+        "ReadStderrRequest",
+        io("ReadStderrRequest", "c2", "e1"),
+        "read-output",
+    );
 }
 
 #[test]
@@ -713,7 +825,11 @@ fn quiet_pod_still_allows_writing_stdin() {
 
 #[test]
 fn reading_stdout_of_an_unknown_container_is_denied() {
-    assert_denied("ReadStdoutRequest", io("ReadStdoutRequest", "c7", ""), "not a container of this pod");
+    assert_denied(
+        "ReadStdoutRequest",
+        io("ReadStdoutRequest", "c7", ""),
+        "not a container of this pod",
+    );
 }
 
 #[test]
@@ -735,7 +851,11 @@ fn every_per_container_request_with_an_unknown_id_is_denied() {
 
 #[test]
 fn signal_to_an_unknown_exec_is_denied() {
-    assert_denied("SignalProcessRequest", io("SignalProcessRequest", "c1", "e1"), "exec_id");
+    assert_denied(
+        "SignalProcessRequest",
+        io("SignalProcessRequest", "c1", "e1"),
+        "exec_id",
+    );
 }
 
 // ---------------------------------------------------------------- control
@@ -762,5 +882,9 @@ fn second_create_sandbox_is_denied() {
 
 #[test]
 fn requests_the_policy_does_not_know_are_denied() {
-    assert_denied("PullImageRequest", json!({}), "does not define PullImageRequest");
+    assert_denied(
+        "PullImageRequest",
+        json!({}),
+        "does not define PullImageRequest",
+    );
 }

@@ -31,8 +31,16 @@ fn every_shipped_policy_has_passing_tests() {
         .iter()
         .map(|(p, _)| p.file_name().unwrap().to_string_lossy().to_string())
         .collect();
-    for want in ["allow-all.rego", "default.rego", "exec-allowlist.rego", "web-pod.rego"] {
-        assert!(names.iter().any(|n| n == want), "{want} has no tests: {names:?}");
+    for want in [
+        "allow-all.rego",
+        "default.rego",
+        "exec-allowlist.rego",
+        "web-pod.rego",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} has no tests: {names:?}"
+        );
     }
     for (policy, tests) in pairs {
         let read = |p: &Path| (p.display().to_string(), std::fs::read_to_string(p).unwrap());

@@ -27,7 +27,9 @@ pub fn message_to_json(m: &dyn MessageDyn) -> Value {
                 }
                 None => value_to_json(f.get_singular_field_or_default(m)),
             },
-            ReflectFieldRef::Repeated(r) => Value::Array(r.into_iter().map(value_to_json).collect()),
+            ReflectFieldRef::Repeated(r) => {
+                Value::Array(r.into_iter().map(value_to_json).collect())
+            }
             ReflectFieldRef::Map(map) => {
                 let mut o = Map::new();
                 for (k, v) in &map {
@@ -51,11 +53,15 @@ fn value_to_json(v: ReflectValueRef<'_>) -> Value {
         ReflectValueRef::U64(n) => Value::from(n),
         ReflectValueRef::I32(n) => Value::from(n),
         ReflectValueRef::I64(n) => Value::from(n),
-        ReflectValueRef::F32(n) => Number::from_f64(f64::from(n)).map_or(Value::Null, Value::Number),
+        ReflectValueRef::F32(n) => {
+            Number::from_f64(f64::from(n)).map_or(Value::Null, Value::Number)
+        }
         ReflectValueRef::F64(n) => Number::from_f64(n).map_or(Value::Null, Value::Number),
         ReflectValueRef::Bool(b) => Value::Bool(b),
         ReflectValueRef::String(s) => Value::String(s.to_string()),
-        ReflectValueRef::Bytes(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        ReflectValueRef::Bytes(b) => {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
         ReflectValueRef::Enum(d, n) => match d.value_by_number(n) {
             Some(e) => Value::String(e.name().to_string()),
             None => Value::from(n),
@@ -67,7 +73,9 @@ fn value_to_json(v: ReflectValueRef<'_>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloister_protocol::{ExecProcessRequest, HealthCheckResponse, Process, StatsContainerResponse, WriteStdinRequest};
+    use cloister_protocol::{
+        ExecProcessRequest, HealthCheckResponse, Process, StatsContainerResponse, WriteStdinRequest,
+    };
     use serde_json::json;
 
     #[test]
@@ -93,7 +101,10 @@ mod tests {
 
     #[test]
     fn unset_message_is_null_bytes_are_base64_u64_is_a_number_enums_are_names() {
-        assert_eq!(message_to_json(&ExecProcessRequest::default())["process"], Value::Null);
+        assert_eq!(
+            message_to_json(&ExecProcessRequest::default())["process"],
+            Value::Null
+        );
         let w = WriteStdinRequest {
             data: b"hi\n".to_vec(),
             ..Default::default()

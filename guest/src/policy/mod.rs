@@ -26,8 +26,12 @@ const MAX_LOGGED_INPUT: usize = 16 * 1024;
 pub enum Source {
     Builtin,
     /// From initdata; `bound` is false in the no-TEE development mode.
-    Initdata { bound: bool },
-    SetPolicy { bound: bool },
+    Initdata {
+        bound: bool,
+    },
+    SetPolicy {
+        bound: bool,
+    },
 }
 
 impl Source {
@@ -100,7 +104,13 @@ impl PolicyGate {
         self.metrics.count_decision(name, decision.is_allowed());
         match decision {
             Decision::Allow => {
-                info!(decision = "allow", rule = name, policy, source, "policy decision");
+                info!(
+                    decision = "allow",
+                    rule = name,
+                    policy,
+                    source,
+                    "policy decision"
+                );
                 Ok(())
             }
             Decision::Deny { rule, reason } => {
@@ -110,7 +120,10 @@ impl PolicyGate {
                 } else {
                     format!("<{} bytes, not logged>", text.len())
                 };
-                warn!(decision = "deny", rule, reason, policy, source, input, "policy decision");
+                warn!(
+                    decision = "deny",
+                    rule, reason, policy, source, input, "policy decision"
+                );
                 Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
                     ttrpc::Code::PERMISSION_DENIED,
                     format!("{rule} denied by the agent policy: {reason}"),
@@ -121,7 +134,12 @@ impl PolicyGate {
 
     /// Replaces the policy (CreateSandbox, SetPolicy). The old one stays in
     /// force if the new one does not load.
-    pub fn replace(&self, rego: &str, data: Option<&Value>, source: Source) -> Result<String, PolicyError> {
+    pub fn replace(
+        &self,
+        rego: &str,
+        data: Option<&Value>,
+        source: Source,
+    ) -> Result<String, PolicyError> {
         let policy = Policy::new(rego, data)?;
         let sha256 = sha256_hex(rego);
         let mut active = self.lock();
@@ -181,9 +199,17 @@ mod tests {
     fn builtin_policy_allows_only_the_pre_sandbox_requests() {
         let g = gate();
         assert!(g.check(&HealthCheckRequest::default(), json!({})).is_ok());
-        let (c, msg) = code(g.check(&ExecProcessRequest::default(), json!({})).unwrap_err());
+        let (c, msg) = code(
+            g.check(&ExecProcessRequest::default(), json!({}))
+                .unwrap_err(),
+        );
         assert_eq!(c, ttrpc::Code::PERMISSION_DENIED);
-        assert!(msg.starts_with("ExecProcessRequest denied by the agent policy: the sandbox is not created yet"), "{msg}");
+        assert!(
+            msg.starts_with(
+                "ExecProcessRequest denied by the agent policy: the sandbox is not created yet"
+            ),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -214,7 +240,13 @@ CreateContainerRequest if {
     fn a_policy_that_does_not_load_leaves_the_old_one() {
         let g = gate();
         let before = g.sha256();
-        assert!(g.replace("package agent_policy\nx if {", None, Source::SetPolicy { bound: false }).is_err());
+        assert!(g
+            .replace(
+                "package agent_policy\nx if {",
+                None,
+                Source::SetPolicy { bound: false }
+            )
+            .is_err());
         assert_eq!(g.sha256(), before);
         assert_eq!(g.source(), Source::Builtin);
     }

@@ -15,16 +15,29 @@ pub fn create(s: &AgentState, req: CreateContainerRequest) -> ttrpc::Result<Empt
     if req.oci_spec.len() > MAX_SPEC {
         return Err(status(
             ttrpc::Code::INVALID_ARGUMENT,
-            format!("oci_spec is {} bytes, more than {MAX_SPEC}", req.oci_spec.len()),
+            format!(
+                "oci_spec is {} bytes, more than {MAX_SPEC}",
+                req.oci_spec.len()
+            ),
         ));
     }
-    let spec: serde_json::Value = serde_json::from_slice(&req.oci_spec)
-        .map_err(|e| status(ttrpc::Code::INVALID_ARGUMENT, format!("oci_spec is not JSON: {e}")))?;
+    let spec: serde_json::Value = serde_json::from_slice(&req.oci_spec).map_err(|e| {
+        status(
+            ttrpc::Code::INVALID_ARGUMENT,
+            format!("oci_spec is not JSON: {e}"),
+        )
+    })?;
     if !spec.is_object() {
-        return Err(status(ttrpc::Code::INVALID_ARGUMENT, "oci_spec is not a JSON object"));
+        return Err(status(
+            ttrpc::Code::INVALID_ARGUMENT,
+            "oci_spec is not a JSON object",
+        ));
     }
     if s.sandbox().info.is_none() {
-        return Err(status(ttrpc::Code::FAILED_PRECONDITION, "CreateSandbox first"));
+        return Err(status(
+            ttrpc::Code::FAILED_PRECONDITION,
+            "CreateSandbox first",
+        ));
     }
     if s.sandbox().containers.contains_key(&req.container_id) {
         return Err(status(
@@ -61,10 +74,16 @@ pub fn known(s: &AgentState, id: &str) -> ttrpc::Result<()> {
     if s.sandbox().containers.contains_key(id) {
         Ok(())
     } else {
-        Err(status(ttrpc::Code::NOT_FOUND, format!("no container {id:?}")))
+        Err(status(
+            ttrpc::Code::NOT_FOUND,
+            format!("no container {id:?}"),
+        ))
     }
 }
 
 fn not_running() -> ttrpc::Error {
-    status(ttrpc::Code::UNIMPLEMENTED, "this agent build has no container runtime yet")
+    status(
+        ttrpc::Code::UNIMPLEMENTED,
+        "this agent build has no container runtime yet",
+    )
 }

@@ -18,7 +18,10 @@ pub fn set_policy(s: &AgentState, req: SetPolicyRequest) -> ttrpc::Result<Empty>
     let bound = {
         let sb = s.sandbox();
         let Some(info) = &sb.info else {
-            return Err(status(ttrpc::Code::FAILED_PRECONDITION, "CreateSandbox first"));
+            return Err(status(
+                ttrpc::Code::FAILED_PRECONDITION,
+                "CreateSandbox first",
+            ));
         };
         info.binding == crate::initdata::Binding::Tee
     };
@@ -26,8 +29,12 @@ pub fn set_policy(s: &AgentState, req: SetPolicyRequest) -> ttrpc::Result<Empty>
         None
     } else {
         Some(
-            serde_json::from_str::<serde_json::Value>(&req.data_json)
-                .map_err(|e| status(ttrpc::Code::INVALID_ARGUMENT, format!("data_json is not JSON: {e}")))?,
+            serde_json::from_str::<serde_json::Value>(&req.data_json).map_err(|e| {
+                status(
+                    ttrpc::Code::INVALID_ARGUMENT,
+                    format!("data_json is not JSON: {e}"),
+                )
+            })?,
         )
     };
     let sha = s
@@ -37,7 +44,11 @@ pub fn set_policy(s: &AgentState, req: SetPolicyRequest) -> ttrpc::Result<Empty>
     if bound {
         info!(policy_sha256 = sha, "policy replaced by SetPolicy");
     } else {
-        warn!(policy_sha256 = sha, tee = NO_TEE_WARNING, "policy replaced by SetPolicy");
+        warn!(
+            policy_sha256 = sha,
+            tee = NO_TEE_WARNING,
+            "policy replaced by SetPolicy"
+        );
     }
     Ok(Empty::default())
 }

@@ -84,7 +84,10 @@ pub fn check_id(what: &str, id: &str) -> ttrpc::Result<()> {
         let shown: String = id.chars().take(80).collect();
         Err(status(
             ttrpc::Code::INVALID_ARGUMENT,
-            format!("{what} {shown:?} ({} bytes) is not [A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}", id.len()),
+            format!(
+                "{what} {shown:?} ({} bytes) is not [A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}",
+                id.len()
+            ),
         ))
     }
 }

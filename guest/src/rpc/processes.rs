@@ -29,5 +29,8 @@ pub async fn wait(s: &AgentState, req: WaitProcessRequest) -> ttrpc::Result<Wait
 }
 
 fn no_runtime() -> ttrpc::Error {
-    status(ttrpc::Code::UNIMPLEMENTED, "this agent build has no container runtime yet")
+    status(
+        ttrpc::Code::UNIMPLEMENTED,
+        "this agent build has no container runtime yet",
+    )
 }

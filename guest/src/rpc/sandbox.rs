@@ -13,10 +13,16 @@ pub fn create(s: &AgentState, req: CreateSandboxRequest) -> ttrpc::Result<Create
     // Held throughout, so that two concurrent CreateSandbox cannot both pass.
     let mut sb = s.sandbox();
     if let Some(info) = &sb.info {
-        warn!(initdata_sha256 = info.initdata.sha256_hex(), "second CreateSandbox refused: initdata is accepted once");
+        warn!(
+            initdata_sha256 = info.initdata.sha256_hex(),
+            "second CreateSandbox refused: initdata is accepted once"
+        );
         return Err(status(
             ttrpc::Code::ALREADY_EXISTS,
-            format!("the sandbox exists: initdata {} was accepted already, and is accepted once", info.initdata.sha256_hex()),
+            format!(
+                "the sandbox exists: initdata {} was accepted already, and is accepted once",
+                info.initdata.sha256_hex()
+            ),
         ));
     }
     let initdata = Initdata::parse(&req.initdata).map_err(|e| {
@@ -29,19 +35,42 @@ pub fn create(s: &AgentState, req: CreateSandboxRequest) -> ttrpc::Result<Create
     })?;
     let bound = binding == Binding::Tee;
     s.gate
-        .replace(&initdata.policy_rego, initdata.policy_data.as_ref(), Source::Initdata { bound })
+        .replace(
+            &initdata.policy_rego,
+            initdata.policy_data.as_ref(),
+            Source::Initdata { bound },
+        )
         .map_err(|e| {
             error!(error = %e, "CreateSandbox: the initdata policy does not load");
-            status(ttrpc::Code::INVALID_ARGUMENT, format!("initdata policy.rego: {e}"))
+            status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!("initdata policy.rego: {e}"),
+            )
         })?;
     let digest = initdata.sha256_hex();
     let kbs_url = initdata.kbs_url.as_deref().unwrap_or("");
     let kbs_cert = initdata.kbs_cert_pem.is_some();
     let image_policy = initdata.image_policy.is_some();
     if bound {
-        info!(sandbox_id = req.sandbox_id, initdata_sha256 = digest, tee = s.host_data.name(), kbs_url, kbs_cert, image_policy, "initdata accepted: its sha256 equals HOST_DATA");
+        info!(
+            sandbox_id = req.sandbox_id,
+            initdata_sha256 = digest,
+            tee = s.host_data.name(),
+            kbs_url,
+            kbs_cert,
+            image_policy,
+            "initdata accepted: its sha256 equals HOST_DATA"
+        );
     } else {
-        warn!(sandbox_id = req.sandbox_id, initdata_sha256 = digest, tee = NO_TEE_WARNING, kbs_url, kbs_cert, image_policy, "initdata accepted WITHOUT a TEE binding: {NO_TEE_WARNING}");
+        warn!(
+            sandbox_id = req.sandbox_id,
+            initdata_sha256 = digest,
+            tee = NO_TEE_WARNING,
+            kbs_url,
+            kbs_cert,
+            image_policy,
+            "initdata accepted WITHOUT a TEE binding: {NO_TEE_WARNING}"
+        );
     }
     if s.is_init && !req.hostname.is_empty() {
         if let Err(e) = nix::unistd::sethostname(&req.hostname) {
@@ -70,6 +99,11 @@ pub fn destroy(s: &AgentState) -> ttrpc::Result<Empty> {
         .as_ref()
         .map(|i| (i.id.as_str(), i.hostname.as_str()))
         .unwrap_or_default();
-    info!(sandbox_id = id, hostname, containers = n, "sandbox destroyed");
+    info!(
+        sandbox_id = id,
+        hostname,
+        containers = n,
+        "sandbox destroyed"
+    );
     Ok(Empty::default())
 }

@@ -23,27 +23,47 @@ type Ctx<'a> = &'a TtrpcContext;
 
 #[async_trait]
 impl Agent for AgentService {
-    async fn create_sandbox(&self, _: Ctx<'_>, req: CreateSandboxRequest) -> ttrpc::Result<CreateSandboxResponse> {
+    async fn create_sandbox(
+        &self,
+        _: Ctx<'_>,
+        req: CreateSandboxRequest,
+    ) -> ttrpc::Result<CreateSandboxResponse> {
         self.state.authorize(&req)?;
         sandbox::create(&self.state, req)
     }
 
-    async fn destroy_sandbox(&self, _: Ctx<'_>, req: DestroySandboxRequest) -> ttrpc::Result<Empty> {
+    async fn destroy_sandbox(
+        &self,
+        _: Ctx<'_>,
+        req: DestroySandboxRequest,
+    ) -> ttrpc::Result<Empty> {
         self.state.authorize(&req)?;
         sandbox::destroy(&self.state)
     }
 
-    async fn create_container(&self, _: Ctx<'_>, req: CreateContainerRequest) -> ttrpc::Result<Empty> {
+    async fn create_container(
+        &self,
+        _: Ctx<'_>,
+        req: CreateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
         self.state.authorize(&req)?;
         containers::create(&self.state, req)
     }
 
-    async fn start_container(&self, _: Ctx<'_>, req: StartContainerRequest) -> ttrpc::Result<StartContainerResponse> {
+    async fn start_container(
+        &self,
+        _: Ctx<'_>,
+        req: StartContainerRequest,
+    ) -> ttrpc::Result<StartContainerResponse> {
         self.state.authorize(&req)?;
         containers::start(&self.state, req)
     }
 
-    async fn remove_container(&self, _: Ctx<'_>, req: RemoveContainerRequest) -> ttrpc::Result<Empty> {
+    async fn remove_container(
+        &self,
+        _: Ctx<'_>,
+        req: RemoveContainerRequest,
+    ) -> ttrpc::Result<Empty> {
         self.state.authorize(&req)?;
         containers::remove(&self.state, req)
     }
@@ -58,24 +78,52 @@ impl Agent for AgentService {
         processes::signal(&self.state, req)
     }
 
-    async fn wait_process(&self, _: Ctx<'_>, req: WaitProcessRequest) -> ttrpc::Result<WaitProcessResponse> {
+    async fn wait_process(
+        &self,
+        _: Ctx<'_>,
+        req: WaitProcessRequest,
+    ) -> ttrpc::Result<WaitProcessResponse> {
         self.state.authorize(&req)?;
         processes::wait(&self.state, req).await
     }
 
-    async fn write_stdin(&self, _: Ctx<'_>, req: WriteStdinRequest) -> ttrpc::Result<WriteStdinResponse> {
+    async fn write_stdin(
+        &self,
+        _: Ctx<'_>,
+        req: WriteStdinRequest,
+    ) -> ttrpc::Result<WriteStdinResponse> {
         self.state.authorize(&req)?;
         stdio::write_stdin(&self.state, req)
     }
 
-    async fn read_stdout(&self, _: Ctx<'_>, req: ReadStdoutRequest) -> ttrpc::Result<ReadStreamResponse> {
+    async fn read_stdout(
+        &self,
+        _: Ctx<'_>,
+        req: ReadStdoutRequest,
+    ) -> ttrpc::Result<ReadStreamResponse> {
         self.state.authorize(&req)?;
-        stdio::read(&self.state, &req.container_id, &req.exec_id, stdio::Stream::Stdout, req.max_len)
+        stdio::read(
+            &self.state,
+            &req.container_id,
+            &req.exec_id,
+            stdio::Stream::Stdout,
+            req.max_len,
+        )
     }
 
-    async fn read_stderr(&self, _: Ctx<'_>, req: ReadStderrRequest) -> ttrpc::Result<ReadStreamResponse> {
+    async fn read_stderr(
+        &self,
+        _: Ctx<'_>,
+        req: ReadStderrRequest,
+    ) -> ttrpc::Result<ReadStreamResponse> {
         self.state.authorize(&req)?;
-        stdio::read(&self.state, &req.container_id, &req.exec_id, stdio::Stream::Stderr, req.max_len)
+        stdio::read(
+            &self.state,
+            &req.container_id,
+            &req.exec_id,
+            stdio::Stream::Stderr,
+            req.max_len,
+        )
     }
 
     async fn close_stdin(&self, _: Ctx<'_>, req: CloseStdinRequest) -> ttrpc::Result<Empty> {
@@ -88,7 +136,11 @@ impl Agent for AgentService {
         stdio::resize(&self.state, req)
     }
 
-    async fn stats_container(&self, _: Ctx<'_>, req: StatsContainerRequest) -> ttrpc::Result<StatsContainerResponse> {
+    async fn stats_container(
+        &self,
+        _: Ctx<'_>,
+        req: StatsContainerRequest,
+    ) -> ttrpc::Result<StatsContainerResponse> {
         self.state.authorize(&req)?;
         containers::stats(&self.state, req)
     }
@@ -98,7 +150,11 @@ impl Agent for AgentService {
         Ok(control::metrics(&self.state))
     }
 
-    async fn get_guest_details(&self, _: Ctx<'_>, req: GetGuestDetailsRequest) -> ttrpc::Result<GuestDetails> {
+    async fn get_guest_details(
+        &self,
+        _: Ctx<'_>,
+        req: GetGuestDetailsRequest,
+    ) -> ttrpc::Result<GuestDetails> {
         self.state.authorize(&req)?;
         Ok(details::guest_details(&self.state))
     }

@@ -40,5 +40,8 @@ pub fn resize(s: &AgentState, req: TtyWinResizeRequest) -> ttrpc::Result<Empty> 
 }
 
 fn no_runtime() -> ttrpc::Error {
-    status(ttrpc::Code::UNIMPLEMENTED, "this agent build has no container runtime yet")
+    status(
+        ttrpc::Code::UNIMPLEMENTED,
+        "this agent build has no container runtime yet",
+    )
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use cloister_image::{
-    assemble_rootfs, AssembleMode, Auth, ImagePuller, KeyRing, LayerStore, NoSignatureVerification,
+    assemble_rootfs, AssembleMode, Auth, ImagePuller, KeyRing, LayerStore, PolicyVerifier,
     Progress, PullOptions, RegistryOptions,
 };
 
@@ -52,9 +52,11 @@ pub struct PullArgs {
     /// Allow device nodes in layers.
     #[arg(long)]
     pub allow_devices: bool,
-    // ---- Signature policy: flag(s) added by the cloister-signature work
-    // ---- (e.g. `--signature-policy FILE`) go here; the verifier they build
-    // ---- replaces `NoSignatureVerification` in `pull` below.
+    /// Image signature policy (containers-policy.json). Verified before any
+    /// layer is fetched; use a policy with `insecureAcceptAnything` to pull
+    /// unsigned images knowingly.
+    #[arg(long)]
+    pub signature_policy: PathBuf,
 }
 
 pub fn run(cmd: ImageCommand) -> anyhow::Result<()> {
@@ -134,8 +136,10 @@ fn pull(args: PullArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let started = std::time::Instant::now();
-    let image =
-        rt.block_on(puller.pull(&args.reference, &NoSignatureVerification, progress.clone()))?;
+    let policy = cloister_signature::PolicyFile::from_path(&args.signature_policy)
+        .with_context(|| format!("reading the signature policy {}", args.signature_policy.display()))?;
+    let verifier = PolicyVerifier::new(policy);
+    let image = rt.block_on(puller.pull(&args.reference, &verifier, progress.clone()))?;
     // A throwaway store can lend its files by hard link; a kept store must
     // stay pristine, so its layers are copied.
     let mode = if throwaway {

@@ -79,7 +79,8 @@ pub struct ExplainArgs {
     policy: Option<PathBuf>,
     /// Agent log (JSON lines); `-` or none for stdin. Lines that are not
     /// denials are skipped.
-    log: Option<PathBuf>,
+    #[arg(value_name = "LOG")]
+    log_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -170,7 +171,9 @@ fn generate_cmd(a: GenerateArgs) -> anyhow::Result<()> {
         eprintln!("cloister: warning: {w}");
     }
     match a.output {
-        Some(p) => std::fs::write(&p, &g.rego).with_context(|| format!("writing {}", p.display()))?,
+        Some(p) => {
+            std::fs::write(&p, &g.rego).with_context(|| format!("writing {}", p.display()))?
+        }
         None => print!("{}", g.rego),
     }
     Ok(())
@@ -181,7 +184,7 @@ fn explain_cmd(a: ExplainArgs) -> anyhow::Result<()> {
         Some(p) => Some(load_policy(std::slice::from_ref(p), None)?),
         None => None,
     };
-    let reader: Box<dyn BufRead> = match a.log.as_deref() {
+    let reader: Box<dyn BufRead> = match a.log_file.as_deref() {
         None => Box::new(std::io::stdin().lock()),
         Some(p) if p == Path::new("-") => Box::new(std::io::stdin().lock()),
         Some(p) => Box::new(std::io::BufReader::new(
@@ -219,7 +222,9 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         a.iterations,
         a.manifest
             .as_ref()
-            .map_or("the built-in sample pod".into(), |p| p.display().to_string())
+            .map_or("the built-in sample pod".into(), |p| p
+                .display()
+                .to_string())
     );
     for r in rows {
         println!(

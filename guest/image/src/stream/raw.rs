@@ -31,6 +31,8 @@ pub(crate) struct RawState {
     received: u64,
     /// Set once the end of the stream was reached and checked.
     verdict: Option<Result<(), IntegrityError>>,
+    /// Set if the download gave up; every later read fails the same way.
+    failed: Option<DownloadFailed>,
 }
 
 impl RawState {
@@ -49,6 +51,7 @@ impl RawState {
             expected_size,
             received: 0,
             verdict: None,
+            failed: None,
         }))
     }
 
@@ -58,6 +61,9 @@ impl RawState {
 
     /// Takes the next chunk into `current`; `Ok(false)` at the end.
     fn fill(&mut self) -> io::Result<bool> {
+        if let Some(f) = &self.failed {
+            return Err(io::Error::other(f.clone()));
+        }
         if let Some(v) = &self.verdict {
             return match v {
                 Ok(()) => Ok(false),
@@ -82,7 +88,10 @@ impl RawState {
                 self.current = chunk;
                 Ok(true)
             }
-            Some(Err(failed)) => Err(io::Error::other(failed)),
+            Some(Err(failed)) => {
+                self.failed = Some(failed.clone());
+                Err(io::Error::other(failed))
+            }
             None => {
                 let verdict = self.check();
                 self.verdict = Some(verdict.clone());
@@ -208,7 +217,11 @@ mod tests {
     fn download_failure_passes_through() {
         let rx = feed(vec![Err(DownloadFailed("connection reset".into()))]);
         let st = RawState::new(rx, Sha256Digest::of(b""), 0, None);
-        let err = RawReader(st).read_to_end(&mut Vec::new()).unwrap_err();
+        let err = RawReader(st.clone())
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
         assert!(DownloadFailed::from_io(&err).is_some());
+        // Not mistaken for a short blob afterwards.
+        assert_eq!(st.borrow_mut().drain_verdict(), None);
     }
 }

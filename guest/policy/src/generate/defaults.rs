@@ -100,7 +100,10 @@ pub fn runtime_env(service_links: bool, tty: bool) -> Vec<String> {
         r"^KUBERNETES_(SERVICE_HOST|SERVICE_PORT|SERVICE_PORT_HTTPS|PORT|PORT_443_TCP|PORT_443_TCP_PROTO|PORT_443_TCP_PORT|PORT_443_TCP_ADDR)=[a-z0-9.:/\[\]]{0,64}$".to_string(),
     ];
     if service_links {
-        v.push(r"^[A-Z][A-Z0-9_]{0,62}_SERVICE_(HOST|PORT|PORT_[A-Z0-9_]{1,32})=[a-f0-9.:\[\]]{0,64}$".to_string());
+        v.push(
+            r"^[A-Z][A-Z0-9_]{0,62}_SERVICE_(HOST|PORT|PORT_[A-Z0-9_]{1,32})=[a-f0-9.:\[\]]{0,64}$"
+                .to_string(),
+        );
         v.push(r"^[A-Z][A-Z0-9_]{0,62}_PORT(_[0-9]{1,5}_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?=[a-z0-9.:/\[\]]{0,64}$".to_string());
     }
     if tty {
@@ -130,20 +133,71 @@ pub fn standard_mounts(privileged: bool) -> Vec<Value> {
     };
     let sandbox_file = |f: &str| format!("^{}/{}$", regex_escape(SANDBOX_DIR), regex_escape(f));
     vec![
-        mount("/proc", "proc", "^proc$", &["nosuid", "noexec", "nodev"], &[]),
+        mount(
+            "/proc",
+            "proc",
+            "^proc$",
+            &["nosuid", "noexec", "nodev"],
+            &[],
+        ),
         mount("/dev", "tmpfs", "^tmpfs$", &["nosuid"], &[]),
         mount("/dev/pts", "devpts", "^devpts$", &["nosuid", "noexec"], &[]),
-        mount("/dev/mqueue", "mqueue", "^mqueue$", &["nosuid", "noexec", "nodev"], &[]),
-        mount("/dev/shm", "tmpfs", "^shm$", &["nosuid", "noexec", "nodev"], &[]),
-        mount("/sys", "sysfs", "^sysfs$", &[&["nosuid", "noexec", "nodev"][..], ro].concat(), rw),
-        mount("/sys/fs/cgroup", "cgroup", "^cgroup$", &[&["nosuid", "noexec", "nodev"][..], ro].concat(), rw),
-        mount("/etc/hosts", "bind", &sandbox_file("hosts"), &["rbind"], &[]),
-        mount("/etc/hostname", "bind", &sandbox_file("hostname"), &["rbind"], &[]),
-        mount("/etc/resolv.conf", "bind", &sandbox_file("resolv.conf"), &["rbind"], &[]),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "^mqueue$",
+            &["nosuid", "noexec", "nodev"],
+            &[],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "^shm$",
+            &["nosuid", "noexec", "nodev"],
+            &[],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "^sysfs$",
+            &[&["nosuid", "noexec", "nodev"][..], ro].concat(),
+            rw,
+        ),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "^cgroup$",
+            &[&["nosuid", "noexec", "nodev"][..], ro].concat(),
+            rw,
+        ),
+        mount(
+            "/etc/hosts",
+            "bind",
+            &sandbox_file("hosts"),
+            &["rbind"],
+            &[],
+        ),
+        mount(
+            "/etc/hostname",
+            "bind",
+            &sandbox_file("hostname"),
+            &["rbind"],
+            &[],
+        ),
+        mount(
+            "/etc/resolv.conf",
+            "bind",
+            &sandbox_file("resolv.conf"),
+            &["rbind"],
+            &[],
+        ),
         mount(
             "/dev/termination-log",
             "bind",
-            &format!("^{}/containers/[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}/termination-log$", regex_escape(SANDBOX_DIR)),
+            &format!(
+                "^{}/containers/[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}/termination-log$",
+                regex_escape(SANDBOX_DIR)
+            ),
             &["rbind"],
             &[],
         ),
@@ -164,7 +218,11 @@ pub fn service_account_mount() -> Value {
 /// A pod volume mounted into a container: bound from the agent's copy of
 /// the volume, never from an arbitrary guest path.
 pub fn volume_mount(dest: &str, volume: &str, sub_path: &str, read_only: bool) -> Value {
-    let mut source = format!("^{}/volumes/{}", regex_escape(SANDBOX_DIR), regex_escape(volume));
+    let mut source = format!(
+        "^{}/volumes/{}",
+        regex_escape(SANDBOX_DIR),
+        regex_escape(volume)
+    );
     if !sub_path.is_empty() {
         source.push('/');
         source.push_str(&regex_escape(sub_path.trim_start_matches('/')));

@@ -76,11 +76,13 @@ pub fn generate(manifest: &str, opts: &Options) -> Result<Generated, GenerateErr
     let mut found = Vec::new();
     let mut workloads = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(manifest) {
-        let v = serde_yaml::Value::deserialize(doc).map_err(|e| GenerateError::Yaml(e.to_string()))?;
+        let v =
+            serde_yaml::Value::deserialize(doc).map_err(|e| GenerateError::Yaml(e.to_string()))?;
         if v.is_null() {
             continue;
         }
-        let obj: Object = serde_yaml::from_value(v).map_err(|e| GenerateError::Yaml(e.to_string()))?;
+        let obj: Object =
+            serde_yaml::from_value(v).map_err(|e| GenerateError::Yaml(e.to_string()))?;
         found.push(obj.kind.clone());
         if matches!(
             obj.kind.as_str(),
@@ -99,7 +101,10 @@ pub fn generate(manifest: &str, opts: &Options) -> Result<Generated, GenerateErr
         name: obj.metadata.name.clone(),
         message,
     };
-    let raw = obj.spec.clone().ok_or_else(|| spec_err("has no spec".into()))?;
+    let raw = obj
+        .spec
+        .clone()
+        .ok_or_else(|| spec_err("has no spec".into()))?;
     let (meta, pod): (Metadata, PodSpec) = if obj.kind == "Pod" {
         let pod = serde_yaml::from_value(raw).map_err(|e| spec_err(e.to_string()))?;
         (obj.metadata.clone(), pod)
@@ -118,7 +123,11 @@ pub fn generate(manifest: &str, opts: &Options) -> Result<Generated, GenerateErr
     }
     let mut warnings = Vec::new();
     let exec = exec_allowlist(&meta)?;
-    let read_output = match meta.annotations.get(k8s::READ_OUTPUT_ANNOTATION).map(String::as_str) {
+    let read_output = match meta
+        .annotations
+        .get(k8s::READ_OUTPUT_ANNOTATION)
+        .map(String::as_str)
+    {
         None | Some("true") => true,
         Some("false") => false,
         Some(other) => {
@@ -140,7 +149,15 @@ pub fn generate(manifest: &str, opts: &Options) -> Result<Generated, GenerateErr
         if !seen.insert(c.name.as_str()) {
             return Err(spec_err(format!("two containers are named {:?}", c.name)));
         }
-        containers.push(container(&pod, c, &exec, read_output, opts, &host_paths, &mut warnings)?);
+        containers.push(container(
+            &pod,
+            c,
+            &exec,
+            read_output,
+            opts,
+            &host_paths,
+            &mut warnings,
+        )?);
     }
     let data = json!({
         "containers": containers,
@@ -266,9 +283,20 @@ fn container(
     }
     namespaces.sort_unstable();
 
-    let uid = sc.run_as_user.or(pod.security_context.run_as_user).unwrap_or(0);
-    let gid = sc.run_as_group.or(pod.security_context.run_as_group).unwrap_or(0);
-    let mut additional_gids: BTreeSet<u32> = pod.security_context.supplemental_groups.iter().copied().collect();
+    let uid = sc
+        .run_as_user
+        .or(pod.security_context.run_as_user)
+        .unwrap_or(0);
+    let gid = sc
+        .run_as_group
+        .or(pod.security_context.run_as_group)
+        .unwrap_or(0);
+    let mut additional_gids: BTreeSet<u32> = pod
+        .security_context
+        .supplemental_groups
+        .iter()
+        .copied()
+        .collect();
     additional_gids.extend(pod.security_context.fs_group);
     additional_gids.insert(gid);
 
@@ -283,7 +311,10 @@ fn container(
     for key in [c.name.as_str(), "*"] {
         exec_cmds.extend(exec.get(key).cloned().unwrap_or_default());
     }
-    for p in [&c.liveness_probe, &c.readiness_probe, &c.startup_probe].into_iter().flatten() {
+    for p in [&c.liveness_probe, &c.readiness_probe, &c.startup_probe]
+        .into_iter()
+        .flatten()
+    {
         if let Some(e) = &p.exec {
             exec_cmds.push(e.command.clone());
         }
@@ -325,7 +356,11 @@ fn capabilities(c: &Container) -> Result<Vec<String>, GenerateError> {
     }
     let norm = |s: &str| -> Result<String, GenerateError> {
         let up = s.to_ascii_uppercase();
-        let name = if up.starts_with("CAP_") { up } else { format!("CAP_{up}") };
+        let name = if up.starts_with("CAP_") {
+            up
+        } else {
+            format!("CAP_{up}")
+        };
         if defaults::ALL_CAPS.contains(&name.as_str()) || name == "CAP_ALL" {
             Ok(name)
         } else {
@@ -336,7 +371,10 @@ fn capabilities(c: &Container) -> Result<Vec<String>, GenerateError> {
             })
         }
     };
-    let mut set: BTreeSet<String> = defaults::DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+    let mut set: BTreeSet<String> = defaults::DEFAULT_CAPS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for a in &sc.capabilities.add {
         let n = norm(a)?;
         if n == "CAP_ALL" {
@@ -355,7 +393,12 @@ fn capabilities(c: &Container) -> Result<Vec<String>, GenerateError> {
     }
     // `drop: [ALL]` with `add: [X]` keeps X (Kubernetes applies add after
     // drop ALL).
-    if sc.capabilities.drop.iter().any(|d| d.eq_ignore_ascii_case("ALL")) {
+    if sc
+        .capabilities
+        .drop
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case("ALL"))
+    {
         for a in &sc.capabilities.add {
             let n = norm(a)?;
             if n != "CAP_ALL" {
@@ -410,12 +453,26 @@ spec:
         assert_eq!(c["exec"], json!([["date"]]));
         assert_eq!(c["read_output"], json!(false));
         // hostNetwork: no network namespace of its own.
-        assert_eq!(c["namespaces"], json!(["cgroup", "ipc", "mount", "pid", "uts"]));
-        let caps: Vec<&str> = c["capabilities"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        assert!(caps.contains(&"CAP_SYS_TIME") && !caps.contains(&"CAP_NET_RAW") && caps.contains(&"CAP_CHOWN"));
+        assert_eq!(
+            c["namespaces"],
+            json!(["cgroup", "ipc", "mount", "pid", "uts"])
+        );
+        let caps: Vec<&str> = c["capabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            caps.contains(&"CAP_SYS_TIME")
+                && !caps.contains(&"CAP_NET_RAW")
+                && caps.contains(&"CAP_CHOWN")
+        );
         // The service-account token is mounted by default.
         assert!(c["mounts"]["/var/run/secrets/kubernetes.io/serviceaccount"].is_array());
-        assert!(g.rego.starts_with("# Generated by `cloister policy generate` from Deployment \"api\""));
+        assert!(g
+            .rego
+            .starts_with("# Generated by `cloister policy generate` from Deployment \"api\""));
         crate::Policy::new(&g.rego, None).unwrap();
     }
 
@@ -430,7 +487,10 @@ spec:
     #[test]
     fn images_must_be_pinned_by_digest_unless_told_otherwise() {
         let m = DEPLOYMENT.replace("r.example/api@sha256:abcd", "r.example/api:1.0");
-        assert!(matches!(generate(&m, &Options::default()), Err(GenerateError::NoDigest { .. })));
+        assert!(matches!(
+            generate(&m, &Options::default()),
+            Err(GenerateError::NoDigest { .. })
+        ));
         let g = generate(&m, &Options { allow_tags: true }).unwrap();
         assert_eq!(first(&g)["image"], "r.example/api:1.0");
         assert!(g.warnings.iter().any(|w| w.contains("pinned by tag")));
@@ -444,40 +504,80 @@ spec:
         );
         let g = generate(&m, &Options::default()).unwrap();
         assert_eq!(first(&g)["capabilities"], json!(["CAP_NET_ADMIN"]));
-        let m = DEPLOYMENT.replace("securityContext:", "securityContext:\n            privileged: true");
+        let m = DEPLOYMENT.replace(
+            "securityContext:",
+            "securityContext:\n            privileged: true",
+        );
         let g = generate(&m, &Options::default()).unwrap();
-        assert_eq!(first(&g)["capabilities"].as_array().unwrap().len(), defaults::ALL_CAPS.len());
+        assert_eq!(
+            first(&g)["capabilities"].as_array().unwrap().len(),
+            defaults::ALL_CAPS.len()
+        );
         assert_eq!(first(&g)["privileged"], json!(true));
     }
 
     #[test]
     fn bad_manifests_are_explained() {
-        let two = format!("{DEPLOYMENT}\n---\n{}", DEPLOYMENT.replace("name: api\n  annotations", "name: api2\n  annotations"));
-        assert!(matches!(generate(&two, &Options::default()), Err(GenerateError::SeveralWorkloads(2))));
+        let two = format!(
+            "{DEPLOYMENT}\n---\n{}",
+            DEPLOYMENT.replace("name: api\n  annotations", "name: api2\n  annotations")
+        );
+        assert!(matches!(
+            generate(&two, &Options::default()),
+            Err(GenerateError::SeveralWorkloads(2))
+        ));
         assert!(matches!(
             generate("kind: Service\nmetadata: {name: s}\n", &Options::default()),
             Err(GenerateError::NoWorkload { .. })
         ));
-        assert!(matches!(generate("kind: [", &Options::default()), Err(GenerateError::Yaml(_))));
+        assert!(matches!(
+            generate("kind: [", &Options::default()),
+            Err(GenerateError::Yaml(_))
+        ));
         let bad = DEPLOYMENT.replace(r#"'{"*": [["date"]]}'"#, "'[\"date\"]'");
-        assert!(matches!(generate(&bad, &Options::default()), Err(GenerateError::Annotation { .. })));
+        assert!(matches!(
+            generate(&bad, &Options::default()),
+            Err(GenerateError::Annotation { .. })
+        ));
         let cap = DEPLOYMENT.replace("SYS_TIME", "SYS_EVERYTHING");
-        assert!(generate(&cap, &Options::default()).unwrap_err().to_string().contains("SYS_EVERYTHING"));
+        assert!(generate(&cap, &Options::default())
+            .unwrap_err()
+            .to_string()
+            .contains("SYS_EVERYTHING"));
         let big = "#".repeat(MAX_MANIFEST + 1);
-        assert!(matches!(generate(&big, &Options::default()), Err(GenerateError::TooLarge { .. })));
+        assert!(matches!(
+            generate(&big, &Options::default()),
+            Err(GenerateError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn envfrom_pattern_still_refuses_ld_variables() {
-        let m = DEPLOYMENT.replace("args: [\"serve\"]", "args: [\"serve\"]\n          envFrom: [{configMapRef: {name: cfg}}]");
+        let m = DEPLOYMENT.replace(
+            "args: [\"serve\"]",
+            "args: [\"serve\"]\n          envFrom: [{configMapRef: {name: cfg}}]",
+        );
         let g = generate(&m, &Options::default()).unwrap();
-        let pat = first(&g)["env"]["patterns"].as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
+        let pat = first(&g)["env"]["patterns"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
         let mut p = crate::Policy::new(
             &format!("package agent_policy\nok(e) if regex.match({pat:?}, e)\nA if ok(input.a)\n"),
             None,
         )
         .unwrap();
-        for (e, want) in [("LOG_LEVEL=1", true), ("L=1", true), ("LDAP=x", true), ("LD_PRELOAD=/x", false), ("LD_LIBRARY_PATH=/x", false)] {
+        for (e, want) in [
+            ("LOG_LEVEL=1", true),
+            ("L=1", true),
+            ("LDAP=x", true),
+            ("LD_PRELOAD=/x", false),
+            ("LD_LIBRARY_PATH=/x", false),
+        ] {
             assert_eq!(p.evaluate("A", &json!({"a": e})).is_allowed(), want, "{e}");
         }
     }
