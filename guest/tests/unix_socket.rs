@@ -120,6 +120,9 @@ fn bad_arguments_exit_with_usage() {
 fn malformed_ttrpc_frames_do_not_kill_the_agent() {
     use std::io::Write;
     let a = start(&[]);
+    // Wait until the agent listens (the socket file appears at bind()).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(client(&a));
     for junk in [
         &b"\xff\xff\xff\xff\x00\x00\x00\x01\x01\x00"[..],
         b"GET / HTTP/1.0\r\n\r\n",
@@ -129,7 +132,6 @@ fn malformed_ttrpc_frames_do_not_kill_the_agent() {
         let _ = s.write_all(junk);
     }
     std::thread::sleep(Duration::from_millis(100));
-    let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (health, _) = client(&a).await;
         let h = health

@@ -36,22 +36,31 @@ fn trim(bytes: &[u8]) -> &[u8] {
 }
 
 /// Parses one or more certificates: a PEM bundle, or DER certificates back to back.
+///
+/// Only PEM text is trimmed. DER is binary: its last byte can be 0x00, a
+/// space or a newline (it is part of the signature), so DER is never trimmed
+/// from the end; padding is recognized only *after* the certificates that
+/// the DER length fields delimit.
 pub(crate) fn parse_bundle(bytes: &[u8]) -> Result<Vec<Certificate>, String> {
-    let bytes = trim(bytes);
-    if bytes.is_empty() {
+    let trimmed = trim(bytes);
+    if trimmed.is_empty() {
         return Err("empty input".into());
     }
-    let certs = if is_pem(bytes) {
-        Certificate::load_pem_chain(bytes)
+    let certs = if is_pem(trimmed) {
+        Certificate::load_pem_chain(trimmed)
             .map_err(|e| format!("not a PEM certificate bundle: {e}"))?
     } else {
-        let mut reader = SliceReader::new(bytes).map_err(|e| format!("not DER: {e}"))?;
+        let start = bytes.len() - trim_start(bytes).len();
+        let mut rest = &bytes[start..];
         let mut certs = Vec::new();
-        while !reader.is_finished() {
+        while !rest.is_empty() && !rest.iter().all(|b| matches!(b, 0 | b' ' | b'\t' | b'\r' | b'\n')) {
+            let mut reader = SliceReader::new(rest).map_err(|e| format!("not DER: {e}"))?;
             certs.push(
                 Certificate::decode(&mut reader)
                     .map_err(|e| format!("not a DER X.509 certificate: {e}"))?,
             );
+            let used = u32::from(reader.position()) as usize;
+            rest = &rest[used..];
         }
         certs
     };
@@ -59,6 +68,14 @@ pub(crate) fn parse_bundle(bytes: &[u8]) -> Result<Vec<Certificate>, String> {
         return Err("no certificate found".into());
     }
     Ok(certs)
+}
+
+fn trim_start(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .unwrap_or(bytes.len());
+    &bytes[start..]
 }
 
 /// Parses exactly one certificate, DER or PEM.
@@ -184,6 +201,24 @@ mod tests {
 
     const MILAN_CHAIN: &[u8] = include_bytes!("../testdata/snp/virtee-sev/cert_chain_milan");
     const VCEK_DER: &[u8] = include_bytes!("../testdata/snp/virtee-sev/vcek_milan.der");
+
+    #[test]
+    fn der_ending_in_a_whitespace_or_nul_byte_is_not_truncated() {
+        // The last byte of a DER certificate belongs to its signature and
+        // can be any value; parsing (not verifying) must keep it.
+        for last in [0u8, b' ', b'\n', b'\r', b'\t'] {
+            let mut der = VCEK_DER.to_vec();
+            *der.last_mut().unwrap() = last;
+            let cert = parse_one(&der).unwrap_or_else(|e| panic!("last byte {last:#x}: {e}"));
+            assert_eq!(subject_cn(&cert), "SEV-VCEK");
+            // NUL padding after the certificate (as in SNP certificate tables) is ignored.
+            der.extend_from_slice(&[0, 0, 0, b'\n']);
+            assert!(parse_one(&der).is_ok(), "padded, last byte {last:#x}");
+        }
+        // Two DER certificates back to back still parse as two.
+        let two = [VCEK_DER, VCEK_DER].concat();
+        assert_eq!(parse_bundle(&two).unwrap().len(), 2);
+    }
 
     #[test]
     fn parses_pem_bundle_and_der() {
