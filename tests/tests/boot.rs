@@ -260,7 +260,14 @@ fn killing_cloister_does_not_leave_qemu_running() {
     };
     let run_dir = d.path().join("vm");
     let mut child = std::process::Command::new(cloister_bin())
-        .args(["vm", "boot", "--kernel", k.to_str().unwrap(), "--initrd", i.to_str().unwrap()])
+        .args([
+            "vm",
+            "boot",
+            "--kernel",
+            k.to_str().unwrap(),
+            "--initrd",
+            i.to_str().unwrap(),
+        ])
         .args(["--timeout", "120", "--run-dir", run_dir.to_str().unwrap()])
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -269,7 +276,9 @@ fn killing_cloister_does_not_leave_qemu_running() {
     let needle = needle.to_str().unwrap();
     let wait_for = |want_running: bool| {
         for _ in 0..500 {
-            let running = processes_mentioning(needle).iter().any(|c| c.contains("qemu-system"));
+            let running = processes_mentioning(needle)
+                .iter()
+                .any(|c| c.contains("qemu-system"));
             if running == want_running {
                 return true;
             }

@@ -53,7 +53,11 @@ pub(crate) fn parse_bundle(bytes: &[u8]) -> Result<Vec<Certificate>, String> {
         let start = bytes.len() - trim_start(bytes).len();
         let mut rest = &bytes[start..];
         let mut certs = Vec::new();
-        while !rest.is_empty() && !rest.iter().all(|b| matches!(b, 0 | b' ' | b'\t' | b'\r' | b'\n')) {
+        while !rest.is_empty()
+            && !rest
+                .iter()
+                .all(|b| matches!(b, 0 | b' ' | b'\t' | b'\r' | b'\n'))
+        {
             let mut reader = SliceReader::new(rest).map_err(|e| format!("not DER: {e}"))?;
             certs.push(
                 Certificate::decode(&mut reader)

@@ -33,12 +33,19 @@ struct PipelineSource<'a, 'b> {
 }
 
 fn registry_error(what: &str, e: impl std::fmt::Display) -> SignatureError {
-    SignatureError::Registry { what: what.to_string(), reason: e.to_string() }
+    SignatureError::Registry {
+        what: what.to_string(),
+        reason: e.to_string(),
+    }
 }
 
 #[async_trait]
 impl SignatureSource for PipelineSource<'_, '_> {
-    async fn fetch_manifest(&self, _image: &Reference, tag: &str) -> Result<Option<Vec<u8>>, SignatureError> {
+    async fn fetch_manifest(
+        &self,
+        _image: &Reference,
+        tag: &str,
+    ) -> Result<Option<Vec<u8>>, SignatureError> {
         let found = self
             .manifest
             .fetch_tag(tag, SIGNATURE_MANIFEST_TYPES)
@@ -47,8 +54,14 @@ impl SignatureSource for PipelineSource<'_, '_> {
         Ok(found.map(|(bytes, _)| bytes.to_vec()))
     }
 
-    async fn fetch_blob(&self, _image: &Reference, digest: &str, max_size: u64) -> Result<Vec<u8>, SignatureError> {
-        let d = Sha256Digest::parse(digest).map_err(|e| registry_error(&format!("signature blob {digest}"), e))?;
+    async fn fetch_blob(
+        &self,
+        _image: &Reference,
+        digest: &str,
+        max_size: u64,
+    ) -> Result<Vec<u8>, SignatureError> {
+        let d = Sha256Digest::parse(digest)
+            .map_err(|e| registry_error(&format!("signature blob {digest}"), e))?;
         self.manifest
             .fetch_blob(&d, max_size)
             .await
@@ -65,7 +78,8 @@ impl ManifestVerifier for PolicyVerifier {
         let image = Reference::try_from(manifest.reference)?;
         let source = PipelineSource { manifest };
         let verified =
-            cloister_signature::verify(&self.policy, &image, &manifest.digest.to_string(), &source).await?;
+            cloister_signature::verify(&self.policy, &image, &manifest.digest.to_string(), &source)
+                .await?;
         Ok(verified.to_string())
     }
 }

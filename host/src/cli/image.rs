@@ -136,8 +136,13 @@ fn pull(args: PullArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let started = std::time::Instant::now();
-    let policy = cloister_signature::PolicyFile::from_path(&args.signature_policy)
-        .with_context(|| format!("reading the signature policy {}", args.signature_policy.display()))?;
+    let policy =
+        cloister_signature::PolicyFile::from_path(&args.signature_policy).with_context(|| {
+            format!(
+                "reading the signature policy {}",
+                args.signature_policy.display()
+            )
+        })?;
     let verifier = PolicyVerifier::new(policy);
     let image = rt.block_on(puller.pull(&args.reference, &verifier, progress.clone()))?;
     // A throwaway store can lend its files by hard link; a kept store must

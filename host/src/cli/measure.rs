@@ -193,6 +193,7 @@ fn sim(args: &SimArgs) -> anyhow::Result<String> {
         Some(path) => read(path, "initrd")?,
         None => Vec::new(),
     };
-    let inputs = SimLaunchInputs::from_contents(&kernel, &initrd, &args.append, args.vcpus, args.memory);
+    let inputs =
+        SimLaunchInputs::from_contents(&kernel, &initrd, &args.append, args.vcpus, args.memory);
     Ok(hex::encode(sim_launch_digest(&inputs)))
 }

@@ -173,7 +173,10 @@ impl QemuVm {
         let args = args(cfg, accel, &paths);
         debug!(?args, "starting QEMU");
         let mut cmd = Command::new(binary);
-        cmd.args(&args).stdin(Stdio::null()).stdout(log).stderr(log2);
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
         // If cloister dies without shutting the VM down (SIGKILL, crash),
         // QEMU must not outlive it.
         // SAFETY: the closure runs in the forked child before exec and only
@@ -187,12 +190,10 @@ impl QemuVm {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|source| QemuError::Spawn {
-                binary: binary.to_string(),
-                source,
-            })?;
+        let child = cmd.spawn().map_err(|source| QemuError::Spawn {
+            binary: binary.to_string(),
+            source,
+        })?;
         info!(
             pid = child.id(),
             accel = accel.name(),
