@@ -232,19 +232,7 @@ fn verify_steps(
         ));
     }
     crate::snp::check_policy(report.policy, &rv.policy, checks)?;
-    match rv.vmpl {
-        None => checks.skip(
-            "vmpl",
-            format!("report VMPL is {}; no VMPL required", report.vmpl),
-        ),
-        Some(want) if want == report.vmpl => checks.pass("vmpl", format!("{want}")),
-        Some(want) => {
-            return Err(VerifyError::Vmpl {
-                expected: want,
-                got: report.vmpl,
-            })
-        }
-    }
+    crate::snp::check_vmpl(report.vmpl, rv.vmpl, checks)?;
     rv.check_claims(
         checks,
         ("MEASUREMENT", "HOST_DATA"),

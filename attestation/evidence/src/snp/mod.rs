@@ -26,7 +26,7 @@ use self::endorsement::{
     check_tcb_extensions, determine_product,
 };
 use self::requirements::check_min_tcb;
-pub(crate) use self::requirements::check_policy;
+pub(crate) use self::requirements::{check_policy, check_vmpl};
 use self::vek::{VekExtensions, VekKind};
 use crate::check::Checks;
 use crate::{run_checks, x509, Rejected, Verified, VerifiedClaims, VerifyError, VerifyOptions};
@@ -138,19 +138,7 @@ fn verify_steps(
     let rv = &opts.reference;
     check_policy(report.policy, &rv.policy, checks)?;
     check_min_tcb(&report, product, rv.min_tcb.as_ref(), checks)?;
-    match rv.vmpl {
-        None => checks.skip(
-            "vmpl",
-            format!("report VMPL is {}; no VMPL required", report.vmpl),
-        ),
-        Some(want) if want == report.vmpl => checks.pass("vmpl", format!("{want}")),
-        Some(want) => {
-            return Err(VerifyError::Vmpl {
-                expected: want,
-                got: report.vmpl,
-            })
-        }
-    }
+    check_vmpl(report.vmpl, rv.vmpl, checks)?;
     rv.check_claims(
         checks,
         ("MEASUREMENT", "HOST_DATA"),

@@ -7,6 +7,20 @@ use crate::check::Checks;
 use crate::reference::{MinTcb, PolicyRequirement};
 use crate::VerifyError;
 
+/// The report's VMPL must be the one the reference values require, if any.
+pub(crate) fn check_vmpl(
+    got: u32,
+    want: Option<u32>,
+    checks: &mut Checks,
+) -> Result<(), VerifyError> {
+    match want {
+        None => checks.skip("vmpl", format!("report VMPL is {got}; no VMPL required")),
+        Some(want) if want == got => checks.pass("vmpl", format!("{want}")),
+        Some(expected) => return Err(VerifyError::Vmpl { expected, got }),
+    }
+    Ok(())
+}
+
 pub(crate) fn check_policy(
     raw: u64,
     req: &PolicyRequirement,
