@@ -16,10 +16,14 @@ pub struct Config {
     /// Log one JSON object per line (`--log-format json`,
     /// `cloister.log_format=json`) instead of text.
     pub log_json: bool,
+    /// eth0's address, `ADDR/PREFIX` (`cloister.ip=`); none: no network.
+    pub ip: Option<String>,
+    /// Where the agent keeps its state, layers and containers.
+    pub run_dir: std::path::PathBuf,
 }
 
 const USAGE: &str =
-    "usage: cloister-agent [--listen unix://PATH|vsock://CID:PORT] [--log-level LEVEL] [--log-format text|json] [--tee sim]";
+    "usage: cloister-agent [--listen unix://PATH|vsock://CID:PORT] [--log-level LEVEL] [--log-format text|json] [--tee sim] [--run-dir DIR]";
 
 impl Config {
     pub fn load(is_init: bool) -> anyhow::Result<Self> {
@@ -29,12 +33,18 @@ impl Config {
             log_level: "info".into(),
             tee_hint: None,
             log_json: false,
+            ip: None,
+            run_dir: "/run/cloister".into(),
         };
         if is_init {
             let cmdline =
                 std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
             cfg.apply_kernel_cmdline(&cmdline)?;
         } else {
+            // As a process, its state goes in a directory of its own
+            // unless --run-dir says otherwise.
+            cfg.run_dir =
+                std::env::temp_dir().join(format!("cloister-agent.{}", std::process::id()));
             cfg.apply_args(std::env::args().skip(1))?;
         }
         Ok(cfg)
@@ -57,6 +67,7 @@ impl Config {
                 "--listen" => self.listen = value()?,
                 "--log-level" => self.log_level = value()?,
                 "--tee" => self.tee_hint = Some(value()?),
+                "--run-dir" => self.run_dir = value()?.into(),
                 "--log-format" => self.log_json = parse_log_format(&value()?)?,
                 "-h" | "--help" => {
                     println!("{USAGE}");
@@ -83,6 +94,7 @@ impl Config {
                 }
                 "cloister.log" => self.log_level = v.to_string(),
                 "cloister.tee" => self.tee_hint = Some(v.to_string()),
+                "cloister.ip" => self.ip = Some(v.to_string()),
                 "cloister.log_format" => self.log_json = parse_log_format(v)?,
                 _ => {}
             }
@@ -118,6 +130,8 @@ mod tests {
             log_level: "info".into(),
             tee_hint: None,
             log_json: false,
+            ip: None,
+            run_dir: "/run/cloister".into(),
         }
     }
 
@@ -125,9 +139,10 @@ mod tests {
     fn kernel_cmdline_parameters() {
         let mut c = base();
         c.apply_kernel_cmdline(
-            "console=ttyS0 cloister.port=2000 cloister.log=debug cloister.tee=sim cloister.log_format=json quiet",
+            "console=ttyS0 cloister.port=2000 cloister.log=debug cloister.tee=sim cloister.log_format=json cloister.ip=10.0.2.15/24 quiet",
         )
         .unwrap();
+        assert_eq!(c.ip.as_deref(), Some("10.0.2.15/24"));
         assert!(c.log_json);
         assert_eq!(c.listen, "vsock://-1:2000");
         assert_eq!(c.log_level, "debug");

@@ -33,6 +33,8 @@ const KNOWN_KEYS: &[&str] = &[
     "image-policy.json",
     "kbs-url",
     "kbs-cert.pem",
+    "registry.json",
+    "image-keys",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +47,7 @@ pub enum InitdataError {
     Version { got: String },
     #[error("initdata algorithm {got:?} is not supported, expected {ALGORITHM:?}")]
     Algorithm { got: String },
-    #[error("initdata [data] has unknown key {0:?} (known: policy.rego, policy-data.json, image-policy.json, kbs-url, kbs-cert.pem)")]
+    #[error("initdata [data] has unknown key {0:?} (known: policy.rego, policy-data.json, image-policy.json, kbs-url, kbs-cert.pem, registry.json, image-keys)")]
     UnknownKey(String),
     #[error("initdata [data] lacks \"policy.rego\", the agent policy")]
     NoPolicy,
@@ -75,6 +77,31 @@ pub struct Initdata {
     pub image_policy: Option<serde_json::Value>,
     pub kbs_url: Option<String>,
     pub kbs_cert_pem: Option<String>,
+    /// How the agent reaches registries (`registry.json`).
+    pub registry: RegistrySettings,
+    /// Image decryption keys to fetch from the KBS after attestation
+    /// (`image-keys`: one `kbs:///repository/type/tag` per line).
+    pub image_keys: Vec<String>,
+}
+
+/// `registry.json`: the tenant's registry settings. The host has no say in
+/// them: they are part of the measured initdata.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// PEM CA certificates to trust for registries, besides the system's.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    /// Plain HTTP (a development registry only).
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// Registry as image references name it → where to fetch from.
+    #[serde(default)]
+    pub mirrors: BTreeMap<String, String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
 }
 
 /// How the digest was checked.
@@ -150,8 +177,43 @@ impl Initdata {
                 });
             }
         }
+        let registry: RegistrySettings = match doc.data.get("registry.json") {
+            None => RegistrySettings::default(),
+            Some(t) => serde_json::from_str(t).map_err(|e| InitdataError::Field {
+                key: "registry.json",
+                message: e.to_string(),
+            })?,
+        };
+        if registry.username.is_some() != registry.password.is_some() {
+            return Err(InitdataError::Field {
+                key: "registry.json",
+                message: "username and password go together".into(),
+            });
+        }
+        let image_keys: Vec<String> = doc
+            .data
+            .get("image-keys")
+            .map(|t| {
+                t.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for k in &image_keys {
+            let path = k.strip_prefix("kbs:///").unwrap_or("");
+            if path.split('/').count() != 3 || path.split('/').any(|p| p.is_empty()) {
+                return Err(InitdataError::Field {
+                    key: "image-keys",
+                    message: format!("{k:?} is not kbs:///REPOSITORY/TYPE/TAG"),
+                });
+            }
+        }
         Ok(Initdata {
             sha256: Sha256::digest(text.as_bytes()).into(),
+            registry,
+            image_keys,
             policy_rego,
             policy_data,
             image_policy,

@@ -5,9 +5,12 @@
 //! API on vsock port 1024, and powers the VM off on any fatal error, so that a
 //! broken guest never hangs.
 mod config;
+mod images;
 mod init;
 mod initdata;
+mod keys;
 mod metrics;
+mod net;
 mod policy;
 mod reaper;
 mod rpc;
@@ -25,6 +28,15 @@ use crate::config::Config;
 fn main() {
     let started = Instant::now();
     let is_init = std::process::id() == 1;
+    // The runtime helper (cloister_runtime::helper): the agent starts its
+    // own binary as `cloister-agent runtime …` for libcontainer's calls.
+    // Never as PID 1, whose arguments come from the kernel command line.
+    if !is_init {
+        let args: Vec<String> = std::env::args().collect();
+        if args.get(1).map(String::as_str) == Some(cloister_runtime::helper::HELPER_ARG) {
+            std::process::exit(cloister_runtime::helper::main(&args[2..]));
+        }
+    }
     if is_init {
         init::install_panic_hook();
         if let Err(e) = init::setup_filesystems() {
@@ -65,8 +77,17 @@ async fn run(cfg: Config, started: Instant) -> anyhow::Result<()> {
         tee = tee.name(),
         "cloister-agent starting"
     );
+    if !cfg.is_init {
+        // Container processes are orphaned when libcontainer's intermediate
+        // process exits; as a subreaper the agent inherits them, as PID 1
+        // does in the guest.
+        cloister_runtime::become_subreaper().context("becoming a child subreaper")?;
+    }
+    reaper::spawn().context("starting the child reaper")?;
     if cfg.is_init {
-        reaper::spawn().context("starting the child reaper")?;
+        if let Err(e) = net::setup(cfg.ip.as_deref()) {
+            tracing::error!(error = %e, "network setup failed; the guest has no network");
+        }
     }
     let host_data = tee::host_data_source(tee);
     if tee == tee::Tee::None {
@@ -76,7 +97,15 @@ async fn run(cfg: Config, started: Instant) -> anyhow::Result<()> {
             tee::NO_TEE_WARNING
         );
     }
-    let state = rpc::AgentState::new(cfg.is_init, tee, host_data, started);
+    let runtime = rpc::open_runtime(&cfg).context("setting up the container runtime")?;
+    let state = rpc::AgentState::new(
+        cfg.is_init,
+        tee,
+        host_data,
+        started,
+        runtime,
+        cfg.run_dir.clone(),
+    );
     server::serve(&cfg.listen, state).await
 }
 

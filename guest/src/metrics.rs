@@ -19,6 +19,21 @@ pub struct Metrics {
     registry: Registry,
     pub policy_decisions: Family<DecisionLabels, Counter>,
     pub policy_replacements: Counter,
+    /// Image pulls by outcome (`ok`, `failed`).
+    pub image_pulls: Family<OutcomeLabels, Counter>,
+    /// Layer bytes downloaded from registries.
+    pub image_bytes_downloaded: Counter,
+    /// Layers verified, decrypted and unpacked.
+    pub image_layers_unpacked: Counter,
+    /// Layers found in the guest's store and not downloaded again.
+    pub image_layers_reused: Counter,
+    /// Container output dropped because nobody read it in time.
+    pub output_bytes_dropped: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
 }
 
 impl Metrics {
@@ -36,10 +51,45 @@ impl Metrics {
             "Policies loaded after start (CreateSandbox, SetPolicy)",
             policy_replacements.clone(),
         );
+        let image_pulls = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "image_pulls",
+            "Image pulls inside the guest, by outcome",
+            image_pulls.clone(),
+        );
+        let image_bytes_downloaded = Counter::default();
+        registry.register(
+            "image_bytes_downloaded",
+            "Layer bytes downloaded from registries",
+            image_bytes_downloaded.clone(),
+        );
+        let image_layers_unpacked = Counter::default();
+        registry.register(
+            "image_layers_unpacked",
+            "Layers verified, decrypted and unpacked",
+            image_layers_unpacked.clone(),
+        );
+        let image_layers_reused = Counter::default();
+        registry.register(
+            "image_layers_reused",
+            "Layers already in the guest's layer store",
+            image_layers_reused.clone(),
+        );
+        let output_bytes_dropped = Counter::default();
+        registry.register(
+            "output_bytes_dropped",
+            "Container stdout/stderr bytes dropped because nobody read them in time",
+            output_bytes_dropped.clone(),
+        );
         Metrics {
             registry,
             policy_decisions,
             policy_replacements,
+            image_pulls,
+            image_bytes_downloaded,
+            image_layers_unpacked,
+            image_layers_reused,
+            output_bytes_dropped,
         }
     }
 

@@ -1,29 +1,20 @@
-//! PID 1 inherits every orphan in the guest and must reap them, or they
-//! stay zombies forever.
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+//! PID 1 (or the subreaper agent) inherits every orphan in the guest and
+//! must reap them, or they stay zombies forever. The reaping itself is
+//! `cloister_runtime::Reaper`, which hands container exit statuses to
+//! WaitProcess instead of discarding them.
+use cloister_runtime::Reaper;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::debug;
 
 /// Starts a task that reaps children whenever SIGCHLD arrives.
 pub fn spawn() -> std::io::Result<()> {
     let mut sigchld = signal(SignalKind::child())?;
     tokio::spawn(async move {
         loop {
-            reap_all();
+            Reaper::global().reap_all();
             if sigchld.recv().await.is_none() {
                 return;
             }
         }
     });
     Ok(())
-}
-
-/// Collects every exited child without blocking.
-fn reap_all() {
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(status) => debug!(?status, "reaped child"),
-        }
-    }
 }

@@ -92,6 +92,12 @@ pub struct RegistryOptions {
     pub retry: RetryPolicy,
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    /// Pull mirrors: registry (host[:port]) as the reference names it →
+    /// where to fetch it from. The reference's own registry stays the
+    /// image's identity (for signature policies); only the transport goes
+    /// to the mirror. A guest reaches a registry on the host's loopback this
+    /// way (QEMU user networking: `127.0.0.1:5000` → `10.0.2.2:5000`).
+    pub mirrors: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +119,7 @@ pub struct Registry {
     client: Client,
     auth: RegistryAuth,
     retry: RetryPolicy,
+    mirrors: std::collections::BTreeMap<String, String>,
 }
 
 /// Whether an error is worth retrying.
@@ -188,6 +195,7 @@ impl Registry {
             client,
             auth,
             retry: opts.retry.clone(),
+            mirrors: opts.mirrors.clone(),
         })
     }
 
@@ -215,9 +223,19 @@ impl Registry {
         }
     }
 
+    /// `reference`, fetched through its registry's mirror if one is set.
+    fn route(&self, reference: &Reference) -> Reference {
+        let mut r = reference.clone();
+        if let Some(m) = self.mirrors.get(reference.registry()) {
+            r.set_mirror_registry(m.clone());
+        }
+        r
+    }
+
     /// Authenticates for pulling from `reference`'s repository (a basic
     /// login, or a bearer token from the registry's token service).
     pub async fn login(&self, reference: &Reference) -> Result<(), RegistryError> {
+        let reference = &self.route(reference);
         self.with_retry(
             &format!("authenticating to {}", reference.registry()),
             || {
@@ -236,6 +254,7 @@ impl Registry {
         reference: &Reference,
         accept: &[&str],
     ) -> Result<(Bytes, Sha256Digest), RegistryError> {
+        let reference = &self.route(reference);
         let what = format!("fetching manifest {reference}");
         let (body, _) = self
             .with_retry(&what, || {
@@ -280,6 +299,7 @@ impl Registry {
         digest: &Sha256Digest,
         max_size: u64,
     ) -> Result<Vec<u8>, RegistryError> {
+        let reference = &self.route(reference);
         let what = format!("fetching blob {digest}");
         let desc = OciDescriptor {
             digest: digest.to_string(),
@@ -338,6 +358,7 @@ impl Registry {
         cancel: Arc<AtomicBool>,
         progress: &Progress,
     ) {
+        let reference = &self.route(reference);
         let mut offset: u64 = 0;
         let mut attempt: u32 = 1;
         let fail = |msg: String| {

@@ -16,6 +16,9 @@ use std::time::Instant;
 pub use health::HealthService;
 pub use service::AgentService;
 
+use cloister_runtime::{Runtime, RuntimeConfig};
+
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::policy::PolicyGate;
 use crate::sandbox::Sandbox;
@@ -29,7 +32,22 @@ pub struct AgentState {
     pub host_data: Arc<dyn HostDataSource>,
     pub metrics: Arc<Metrics>,
     pub gate: PolicyGate,
+    /// The container runtime (libcontainer through the helper).
+    pub runtime: Arc<Runtime>,
+    /// The agent's state directory (`/run/cloister` in the guest).
+    pub run_dir: std::path::PathBuf,
     sandbox: Mutex<Sandbox>,
+}
+
+/// The runtime below `cfg.run_dir`, with this binary as its helper.
+pub fn open_runtime(cfg: &Config) -> anyhow::Result<Arc<Runtime>> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("finding the agent's own binary")?;
+    let rc = RuntimeConfig::under(&cfg.run_dir, exe);
+    Ok(Arc::new(
+        Runtime::new(rc, tokio::runtime::Handle::current())
+            .with_context(|| format!("state directory {}", cfg.run_dir.display()))?,
+    ))
 }
 
 impl AgentState {
@@ -38,6 +56,8 @@ impl AgentState {
         tee: Tee,
         host_data: Arc<dyn HostDataSource>,
         started: Instant,
+        runtime: Arc<Runtime>,
+        run_dir: std::path::PathBuf,
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
         Arc::new(AgentState {
@@ -47,12 +67,22 @@ impl AgentState {
             host_data,
             gate: PolicyGate::builtin(metrics.clone()),
             metrics,
+            runtime,
+            run_dir,
             sandbox: Mutex::new(Sandbox::default()),
         })
     }
 
     pub fn sandbox(&self) -> MutexGuard<'_, Sandbox> {
         self.sandbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The image decryption keys the initdata names, from the KBS.
+    pub async fn image_keys(
+        &self,
+        initdata: &crate::initdata::Initdata,
+    ) -> ttrpc::Result<cloister_image::KeyRing> {
+        crate::keys::image_keys(self, initdata).await
     }
 
     /// The policy check every handler starts with.
@@ -103,4 +133,28 @@ mod tests {
             assert!(super::check_id("id", bad).is_err(), "{bad}");
         }
     }
+}
+
+/// A runtime error as a ttrpc status: unknown ids are NOT_FOUND, a refused
+/// spec INVALID_ARGUMENT, the rest FAILED_PRECONDITION or INTERNAL.
+pub fn runtime_status(e: cloister_runtime::RuntimeError) -> ttrpc::Error {
+    use cloister_runtime::RuntimeError as E;
+    let code = match &e {
+        E::NoContainer(_) | E::NoProcess(_) => ttrpc::Code::NOT_FOUND,
+        E::Exists(_) => ttrpc::Code::ALREADY_EXISTS,
+        E::Spec(_) => ttrpc::Code::INVALID_ARGUMENT,
+        E::Exited(_) | E::State(_) => ttrpc::Code::FAILED_PRECONDITION,
+        _ => ttrpc::Code::INTERNAL,
+    };
+    status(code, e.to_string())
+}
+
+/// Runs blocking runtime work off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, cloister_runtime::RuntimeError> + Send + 'static,
+) -> ttrpc::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| status(ttrpc::Code::INTERNAL, format!("runtime task failed: {e}")))?
+        .map_err(runtime_status)
 }

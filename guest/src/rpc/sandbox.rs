@@ -90,10 +90,17 @@ pub fn create(s: &AgentState, req: CreateSandboxRequest) -> ttrpc::Result<Create
     })
 }
 
-pub fn destroy(s: &AgentState) -> ttrpc::Result<Empty> {
-    let mut sb = s.sandbox();
-    let n = sb.containers.len();
-    sb.containers.clear();
+pub async fn destroy(s: &std::sync::Arc<AgentState>) -> ttrpc::Result<Empty> {
+    let ids: Vec<String> = s.sandbox().containers.keys().cloned().collect();
+    let n = ids.len();
+    let mut failed = Vec::new();
+    for id in ids {
+        if let Err(e) = super::containers::remove_one(s, &id, std::time::Duration::ZERO).await {
+            error!(container = id, error = %e, "DestroySandbox: removing a container failed");
+            failed.push(id);
+        }
+    }
+    let sb = s.sandbox();
     let (id, hostname) = sb
         .info
         .as_ref()
@@ -105,5 +112,11 @@ pub fn destroy(s: &AgentState) -> ttrpc::Result<Empty> {
         containers = n,
         "sandbox destroyed"
     );
+    if !failed.is_empty() {
+        return Err(status(
+            ttrpc::Code::INTERNAL,
+            format!("containers not removed: {}", failed.join(", ")),
+        ));
+    }
     Ok(Empty::default())
 }

@@ -38,7 +38,7 @@ impl Agent for AgentService {
         req: DestroySandboxRequest,
     ) -> ttrpc::Result<Empty> {
         self.state.authorize(&req)?;
-        sandbox::destroy(&self.state)
+        sandbox::destroy(&self.state).await
     }
 
     async fn create_container(
@@ -47,7 +47,7 @@ impl Agent for AgentService {
         req: CreateContainerRequest,
     ) -> ttrpc::Result<Empty> {
         self.state.authorize(&req)?;
-        containers::create(&self.state, req)
+        containers::create(&self.state, req).await
     }
 
     async fn start_container(
@@ -56,7 +56,7 @@ impl Agent for AgentService {
         req: StartContainerRequest,
     ) -> ttrpc::Result<StartContainerResponse> {
         self.state.authorize(&req)?;
-        containers::start(&self.state, req)
+        containers::start(&self.state, req).await
     }
 
     async fn remove_container(
@@ -65,12 +65,12 @@ impl Agent for AgentService {
         req: RemoveContainerRequest,
     ) -> ttrpc::Result<Empty> {
         self.state.authorize(&req)?;
-        containers::remove(&self.state, req)
+        containers::remove(&self.state, req).await
     }
 
     async fn exec_process(&self, _: Ctx<'_>, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
         self.state.authorize(&req)?;
-        processes::exec(&self.state, req)
+        processes::exec(&self.state, req).await
     }
 
     async fn signal_process(&self, _: Ctx<'_>, req: SignalProcessRequest) -> ttrpc::Result<Empty> {
@@ -109,6 +109,7 @@ impl Agent for AgentService {
             stdio::Stream::Stdout,
             req.max_len,
         )
+        .await
     }
 
     async fn read_stderr(
@@ -124,6 +125,7 @@ impl Agent for AgentService {
             stdio::Stream::Stderr,
             req.max_len,
         )
+        .await
     }
 
     async fn close_stdin(&self, _: Ctx<'_>, req: CloseStdinRequest) -> ttrpc::Result<Empty> {
@@ -142,7 +144,7 @@ impl Agent for AgentService {
         req: StatsContainerRequest,
     ) -> ttrpc::Result<StatsContainerResponse> {
         self.state.authorize(&req)?;
-        containers::stats(&self.state, req)
+        containers::stats(&self.state, req).await
     }
 
     async fn get_metrics(&self, _: Ctx<'_>, req: GetMetricsRequest) -> ttrpc::Result<Metrics> {
