@@ -1,8 +1,19 @@
 //! Which TEE the agent runs in, from the devices the guest kernel exposes,
-//! and where the agent reads the HOST_DATA that binds initdata to it.
+//! where the agent reads the HOST_DATA that binds initdata to it, and the
+//! attester that produces evidence for the KBS.
+//!
+//! * [`report`]: reading HOST_DATA/MEASUREMENT from an SNP-layout report;
+//! * [`sim`]: the sim TEE (development only, NOT A TEE) over [`vsock`];
+//! * [`snp`]: SEV-SNP through /dev/sev-guest.
+pub mod report;
+pub mod sim;
+pub mod snp;
+pub mod vsock;
+
 use std::path::Path;
 use std::sync::Arc;
 
+use cloister_kbs_client::{Attester, SimAttester};
 use cloister_protocol::TeeType;
 
 use crate::config::Config;
@@ -42,8 +53,12 @@ pub const NO_TEE_WARNING: &str = "NO TEE: initdata not bound to hardware, develo
 pub enum TeeError {
     #[error("{tee}: no HOST_DATA source is available in this agent build yet; refusing initdata rather than accepting it unbound")]
     NoSource { tee: &'static str },
-    /// For the attesters that plug in here (sim, SNP, TDX).
-    #[allow(dead_code)]
+    #[error("{tee}: no HOST_DATA source reachable ({what}): {message}; refusing initdata rather than accepting it unbound")]
+    Unreachable {
+        tee: &'static str,
+        what: String,
+        message: String,
+    },
     #[error("{tee}: reading HOST_DATA from the TEE report failed: {message}")]
     Report { tee: &'static str, message: String },
 }
@@ -84,13 +99,48 @@ impl HostDataSource for Unsupported {
     }
 }
 
-/// The HOST_DATA source for the detected TEE.
+/// The HOST_DATA source for the detected TEE. TDX has no MRCONFIGID reader
+/// yet: its initdata is refused.
 pub fn host_data_source(tee: Tee) -> Arc<dyn HostDataSource> {
     match tee {
         Tee::None => Arc::new(NoTee),
-        Tee::Sim => Arc::new(Unsupported("sim")),
-        Tee::Snp => Arc::new(Unsupported("snp")),
+        Tee::Sim => {
+            let chip = vsock::VsockTransport::sim_chip();
+            tracing::warn!(
+                chip = %chip,
+                sim = sim::SIM_WARNING,
+                "sim TEE selected (cloister.tee=sim): HOST_DATA and evidence come from the host's sim chip, NOT A TEE"
+            );
+            Arc::new(sim::SimHostData::new(
+                Arc::new(SimAttester::new(chip)),
+                chip.to_string(),
+            ))
+        }
+        Tee::Snp => Arc::new(snp::SnpHostData::new(Arc::new(snp::SevGuestDevice))),
         Tee::Tdx => Arc::new(Unsupported("tdx")),
+    }
+}
+
+/// The attester for the KBS (RCAR) in the detected TEE: the sim chip over
+/// vsock, or /dev/sev-guest. `None` without a TEE, and for TDX (no quote
+/// generation in the agent yet).
+// Not called yet: the agent's KBS client (image keys) takes it from here.
+#[allow(dead_code)]
+pub fn attester(tee: Tee) -> Option<Arc<dyn Attester>> {
+    match tee {
+        Tee::None | Tee::Tdx => None,
+        Tee::Sim => {
+            tracing::warn!(
+                sim = sim::SIM_WARNING,
+                "KBS attester: the sim chip over vsock (NOT A TEE)"
+            );
+            Some(Arc::new(
+                SimAttester::new(vsock::VsockTransport::sim_chip()),
+            ))
+        }
+        Tee::Snp => Some(Arc::new(snp::SnpAttester::new(Arc::new(
+            snp::SevGuestDevice,
+        )))),
     }
 }
 
@@ -129,5 +179,20 @@ mod tests {
         std::fs::create_dir(d.path().join("dev")).unwrap();
         std::fs::write(d.path().join("dev/sev-guest"), b"").unwrap();
         assert_eq!(detect_in(d.path(), Some("sim")), Tee::Snp);
+    }
+
+    #[test]
+    fn attesters_by_tee() {
+        use kbs_types::Tee as KbsTee;
+        assert!(attester(Tee::None).is_none());
+        assert!(attester(Tee::Tdx).is_none());
+        assert_eq!(attester(Tee::Sim).unwrap().tee(), KbsTee::Sample);
+        assert_eq!(attester(Tee::Snp).unwrap().tee(), KbsTee::Snp);
+        assert_eq!(host_data_source(Tee::Sim).name(), "sim");
+        assert_eq!(host_data_source(Tee::Snp).name(), "snp");
+        assert!(matches!(
+            host_data_source(Tee::Tdx).host_data(),
+            Err(TeeError::NoSource { tee: "tdx" })
+        ));
     }
 }

@@ -1,15 +1,20 @@
 //! Boots a VM with a hypervisor backend and waits until its agent answers
 //! Health over vsock; tears everything down again. The CLI's `vm boot` and
 //! the benchmarks both go through here.
+//!
+//! With the sim TEE, the sim chip is started before QEMU and lives as long as
+//! the [`Sandbox`] (see [`crate::hypervisor::sim_tee`]).
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cloister_protocol::{GuestDetails, AGENT_VSOCK_PORT};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::agent_client::{connect_vsock, Agent, ConnectError};
 use crate::hypervisor::accel::{self, Accel};
-use crate::hypervisor::qemu::{QemuError, QemuVm, DEFAULT_QEMU};
+use crate::hypervisor::qemu::{QemuError, QemuPaths, QemuVm, DEFAULT_QEMU};
+use crate::hypervisor::sim_tee::{self, SimTee, SimTeeError};
+use crate::hypervisor::tee::{self, TeeKind};
 use crate::hypervisor::{HypervisorKind, VmConfig};
 use crate::kernel::{self, KernelError};
 
@@ -30,6 +35,14 @@ pub struct BootOptions {
     /// Where the VM's sockets and logs go; a fresh temporary directory
     /// (removed afterwards) when `None`.
     pub run_dir: Option<PathBuf>,
+    /// The TEE to launch with.
+    pub tee: TeeKind,
+    /// The pod's initdata: HOST_DATA = sha256(initdata), zeros when `None`.
+    /// Without a TEE nothing carries it.
+    pub initdata: Option<Vec<u8>>,
+    /// The sim CA's state directory (sim TEE only); `None` is
+    /// [`sim_tee::default_state_dir`].
+    pub sim_state: Option<PathBuf>,
 }
 
 impl BootOptions {
@@ -48,6 +61,9 @@ impl BootOptions {
             agent_timeout: Duration::from_secs(30),
             agent_port: AGENT_VSOCK_PORT,
             run_dir: None,
+            tee: TeeKind::None,
+            initdata: None,
+            sim_state: None,
         }
     }
 }
@@ -62,6 +78,8 @@ pub enum BootError {
     RunDir(std::io::Error),
     #[error(transparent)]
     Qemu(#[from] QemuError),
+    #[error(transparent)]
+    Sim(#[from] SimTeeError),
     #[error("the VM exited ({status}) before its agent answered\n--- QEMU output ---\n{qemu_tail}\n--- serial console (last lines) ---\n{console_tail}")]
     VmDied {
         status: String,
@@ -79,10 +97,21 @@ pub enum BootError {
 
 /// A booted VM whose agent answered.
 pub struct Sandbox {
+    // Fields drop in order: QEMU goes before the sim chip it talks to.
     pub vm: QemuVm,
     pub agent: Agent,
     /// From launch to the first SERVING Health reply.
     pub ready_after: Duration,
+    /// The TEE it was launched with.
+    pub tee: TeeKind,
+    /// The kernel command line booted (the user's, plus what the TEE adds).
+    pub cmdline: String,
+    /// The launch measurement the TEE reports for this VM (the sim launch
+    /// digest with the sim TEE); `None` without a TEE.
+    pub measurement: Option<[u8; 48]>,
+    /// HOST_DATA: sha256(initdata), zeros without initdata.
+    pub host_data: [u8; 32],
+    sim: Option<SimTee>,
     _run_dir: Option<tempfile::TempDir>,
 }
 
@@ -97,9 +126,37 @@ impl Sandbox {
             ));
         }
         let (dir, tmp) = run_dir(opts.run_dir.as_deref())?;
+        let host_data = tee::host_data(opts.initdata.as_deref());
+        // What is booted is what is measured: one VmConfig feeds both.
+        let mut cfg = opts.vm.clone();
+        let sim = match opts.tee {
+            TeeKind::None => {
+                if opts.initdata.is_some() {
+                    warn!("initdata given without a TEE: nothing carries its HOST_DATA, the guest cannot bind it");
+                }
+                None
+            }
+            TeeKind::Sim => {
+                cfg.cmdline = sim_tee::cmdline_with_sim(&cfg.cmdline)?;
+                let measurement = sim_tee::measurement(&cfg)?;
+                let state = match &opts.sim_state {
+                    Some(s) => s.clone(),
+                    None => sim_tee::default_state_dir().ok_or(SimTeeError::NoStateDir)?,
+                };
+                let vsock = QemuPaths::in_dir(&dir).vsock_socket;
+                Some(SimTee::start(&state, &vsock, measurement, host_data)?)
+            }
+        };
         let accel = opts.accel.unwrap_or_else(accel::detect);
-        info!(accel = accel.name(), why = accel.reason(), "accelerator");
-        let mut vm = QemuVm::launch(&opts.qemu_binary, &opts.vm, accel, &dir)?;
+        info!(
+            accel = accel.name(),
+            why = accel.reason(),
+            tee = opts.tee.name(),
+            "accelerator"
+        );
+        // On an error below, `vm` (declared after `sim`) is dropped first:
+        // QEMU stops before the sim chip does.
+        let mut vm = QemuVm::launch(&opts.qemu_binary, &cfg, accel, &dir)?;
         let agent = wait_for_agent(&mut vm, opts.agent_port, opts.agent_timeout).await?;
         let ready_after = vm.launched_at.elapsed();
         info!(ms = ready_after.as_millis() as u64, "agent ready");
@@ -107,17 +164,37 @@ impl Sandbox {
             vm,
             agent,
             ready_after,
+            tee: opts.tee,
+            cmdline: cfg.cmdline,
+            measurement: sim.as_ref().map(|s| s.measurement),
+            host_data,
+            sim,
             _run_dir: tmp,
         })
+    }
+
+    /// The sim ARK certificate the KBS must be configured with (sim TEE only).
+    pub fn sim_ark(&self) -> Option<&Path> {
+        self.sim.as_ref().map(|s| s.ark_path())
+    }
+
+    /// The sim chip's Unix socket (sim TEE only).
+    pub fn sim_socket(&self) -> Option<&Path> {
+        self.sim.as_ref().map(|s| s.socket())
     }
 
     pub async fn details(&self) -> anyhow::Result<GuestDetails> {
         Ok(self.agent.guest_details().await?)
     }
 
-    /// Stops the VM and waits until QEMU and the vsock backend are gone.
+    /// Stops the VM and waits until QEMU and the vsock backend are gone,
+    /// then stops the sim chip.
     pub fn shutdown(mut self) -> Option<std::process::ExitStatus> {
-        self.vm.shutdown(Duration::from_secs(5))
+        let status = self.vm.shutdown(Duration::from_secs(5));
+        if let Some(sim) = self.sim.take() {
+            sim.stop();
+        }
+        status
     }
 }
 

@@ -39,6 +39,19 @@ pub trait Attester: Send + Sync {
     async fn evidence(&self, report_data: [u8; 64]) -> Result<serde_json::Value, AttesterError>;
 }
 
+/// A shared attester is an attester (the agent keeps one and hands it to
+/// each [`crate::KbsClient`]).
+#[async_trait]
+impl<T: Attester + ?Sized> Attester for std::sync::Arc<T> {
+    fn tee(&self) -> Tee {
+        (**self).tee()
+    }
+
+    async fn evidence(&self, report_data: [u8; 64]) -> Result<serde_json::Value, AttesterError> {
+        (**self).evidence(report_data).await
+    }
+}
+
 /// A byte stream to the sim chip.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -114,5 +127,24 @@ impl Attester for SimAttester {
     async fn evidence(&self, report_data: [u8; 64]) -> Result<serde_json::Value, AttesterError> {
         tracing::warn!("attesting with the sim TEE (cloister-sim: NOT A TEE)");
         Ok(sim_evidence_json(&self.report(report_data).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_shared_attester_is_an_attester() {
+        let shared: Arc<dyn Attester> = Arc::new(SimAttester::new(UnixTransport(
+            "/nonexistent/chip.sock".into(),
+        )));
+        let boxed: Box<dyn Attester> = Box::new(shared.clone());
+        assert_eq!(boxed.tee(), Tee::Sample);
+        // Calls reach the inner attester (and its transport's error).
+        let e = boxed.evidence([0; 64]).await.unwrap_err();
+        assert!(matches!(e, AttesterError::Connect(_)), "{e}");
+        assert!(e.is_transient());
     }
 }

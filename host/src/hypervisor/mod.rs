@@ -2,7 +2,13 @@
 //! exposes the guest's vsock as a hybrid-vsock Unix socket; nothing about the
 //! workload is decided here.
 pub mod accel;
+mod confidential;
 pub mod qemu;
+pub mod qemu_version;
+pub mod sim_tee;
+pub mod snp_launch;
+pub mod tdx_launch;
+pub mod tee;
 
 use std::path::PathBuf;
 
