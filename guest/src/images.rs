@@ -37,7 +37,7 @@ pub enum PullError {
 pub async fn pull(
     image: &str,
     initdata: &Initdata,
-    keys: KeyRing,
+    keys: Arc<KeyRing>,
     store_dir: &Path,
     metrics: Arc<Metrics>,
 ) -> Result<PulledImage, PullError> {
@@ -74,10 +74,12 @@ pub async fn pull(
             auth,
             extra_ca_pem,
             insecure_http: reg.insecure_http,
+            ca_only: reg.ca_only,
+            embedded_roots: true,
             mirrors: reg.mirrors.clone(),
             ..RegistryOptions::default()
         },
-        keys: Arc::new(keys),
+        keys,
         ..PullOptions::default()
     };
     let puller = ImagePuller::new(store, options);
@@ -124,31 +126,18 @@ pub async fn pull(
     }
 }
 
-/// Progress to the log (each layer's start and end, and retries) and the
-/// metrics (bytes as they arrive).
+/// Progress to the metrics (bytes, layers) and the log (reuse, retries;
+/// the pipeline logs each layer's start and end itself).
 fn report(image: &str, ev: &ProgressEvent, m: &Metrics) {
     match ev {
-        ProgressEvent::LayerStarted {
-            index,
-            digest,
-            size,
-        } => {
-            info!(image, layer = index, %digest, size, "layer download started")
-        }
-        ProgressEvent::LayerBytes { .. } => {}
-        ProgressEvent::LayerDone {
-            index,
-            digest,
-            downloaded,
-            unpacked,
-        } => {
+        ProgressEvent::LayerStarted { .. } | ProgressEvent::LayerBytes { .. } => {}
+        ProgressEvent::LayerDone { downloaded, .. } => {
             m.image_bytes_downloaded.inc_by(*downloaded);
             m.image_layers_unpacked.inc();
-            info!(image, layer = index, %digest, downloaded, unpacked, "layer verified and unpacked");
         }
         ProgressEvent::LayerReused { index, diff_id } => {
             m.image_layers_reused.inc();
-            info!(image, layer = index, %diff_id, "layer already in the store")
+            info!(image, layer = index, %diff_id, "layer already in the guest's store");
         }
         ProgressEvent::Retry {
             index,
@@ -161,7 +150,7 @@ fn report(image: &str, ev: &ProgressEvent, m: &Metrics) {
             offset,
             attempt,
             error,
-            "layer download retried"
+            "layer download resumed after an error"
         ),
     }
 }

@@ -83,6 +83,19 @@ pub fn setup_filesystems() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The guest's own trust store: Mozilla's roots compiled into the measured
+/// agent (the initramfs carries none, and the host must not provide one).
+/// Registry TLS trusts these plus the initdata's CA (`registry.json`).
+pub fn write_trust_store() -> anyhow::Result<()> {
+    let path = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all("/etc/ssl/certs").context("creating /etc/ssl/certs")?;
+    std::fs::write(path, cloister_image::embedded_roots_pem())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 fn is_mountpoint(target: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
     let (Ok(t), Ok(parent)) = (

@@ -71,6 +71,8 @@ struct Document {
 /// Parsed and validated initdata.
 #[derive(Debug, Clone)]
 pub struct Initdata {
+    /// The document as received (sent to the KBS with the evidence).
+    pub raw: String,
     pub sha256: [u8; 32],
     pub policy_rego: String,
     pub policy_data: Option<serde_json::Value>,
@@ -92,6 +94,9 @@ pub struct RegistrySettings {
     /// PEM CA certificates to trust for registries, besides the system's.
     #[serde(default)]
     pub ca_pem: Option<String>,
+    /// Trust only `ca_pem`, not the public roots compiled into the agent.
+    #[serde(default)]
+    pub ca_only: bool,
     /// Plain HTTP (a development registry only).
     #[serde(default)]
     pub insecure_http: bool,
@@ -211,6 +216,7 @@ impl Initdata {
             }
         }
         Ok(Initdata {
+            raw: text.to_string(),
             sha256: Sha256::digest(text.as_bytes()).into(),
             registry,
             image_keys,
@@ -337,6 +343,20 @@ MIIB
     }
 
     #[test]
+    fn registry_settings_and_image_keys() {
+        let text = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"x\"\n\
+            \"registry.json\" = '{\"mirrors\": {\"127.0.0.1:5000\": \"10.0.2.2:5000\"}, \"insecure_http\": true}'\n\
+            \"image-keys\" = \"\"\"\nkbs:///default/image-key/a\n\n  kbs:///default/image-key/b\n\"\"\"\n";
+        let d = Initdata::parse(text).unwrap();
+        assert!(d.registry.insecure_http);
+        assert_eq!(d.registry.mirrors["127.0.0.1:5000"], "10.0.2.2:5000");
+        assert_eq!(
+            d.image_keys,
+            ["kbs:///default/image-key/a", "kbs:///default/image-key/b"]
+        );
+    }
+
+    #[test]
     fn rejects_bad_documents() {
         let cases: &[(&str, &str)] = &[
             ("not toml [", "TOML"),
@@ -348,6 +368,11 @@ MIIB
             ("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"x\"\n\"kbs-url\" = \"file:///etc/passwd\"", "kbs-url"),
             ("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"x\"\n\"kbs-cert.pem\" = \"hello\"", "kbs-cert.pem"),
             ("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"x\"\n\"policy-data.json\" = \"[1]\"", "policy-data.json"),
+            ("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"x\"\n\"registry.json\" = '{\"mirror\": {}}'", "registry.json"),
+            ("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"x\"\n\"registry.json\" = '{\"username\": \"u\"}'", "username and password"),
+            ("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"x\"\n\"image-keys\" = \"https://kbs/key\"", "image-keys"),
+            ("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"x\"\n\"image-keys\" = \"kbs:///a/b\"", "image-keys"),
+            ("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"x\"\n\"image-keys\" = \"kbs:///a//c\"", "image-keys"),
         ];
         for (text, needle) in cases {
             let e = Initdata::parse(text).unwrap_err().to_string();

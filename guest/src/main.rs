@@ -16,6 +16,7 @@ mod reaper;
 mod rpc;
 mod sandbox;
 mod server;
+mod switch_root;
 mod tee;
 
 use std::time::Instant;
@@ -39,7 +40,15 @@ fn main() {
     }
     if is_init {
         init::install_panic_hook();
-        if let Err(e) = init::setup_filesystems() {
+        // First boot step: leave the initramfs for a tmpfs root, so that
+        // containers can pivot_root (the kernel refuses it on the ramfs).
+        if std::env::args().nth(1).as_deref() != Some(switch_root::SWITCHED) {
+            match switch_root::switch_to_tmpfs() {
+                Ok(never) => match never {},
+                Err(e) => init::fatal(&format!("switching to a tmpfs root: {e:#}")),
+            }
+        }
+        if let Err(e) = init::setup_filesystems().and_then(|()| init::write_trust_store()) {
             init::fatal(&format!("{e:#}"));
         }
     }

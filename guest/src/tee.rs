@@ -124,8 +124,6 @@ pub fn host_data_source(tee: Tee) -> Arc<dyn HostDataSource> {
 /// The attester for the KBS (RCAR) in the detected TEE: the sim chip over
 /// vsock, or /dev/sev-guest. `None` without a TEE, and for TDX (no quote
 /// generation in the agent yet).
-// Not called yet: the agent's KBS client (image keys) takes it from here.
-#[allow(dead_code)]
 pub fn attester(tee: Tee) -> Option<Arc<dyn Attester>> {
     match tee {
         Tee::None | Tee::Tdx => None,

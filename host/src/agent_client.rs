@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 
 use cloister_protocol::agent_ttrpc::{AgentClient as AgentRpc, HealthClient};
 use cloister_protocol::{
-    health_check_response::ServingStatus, GetGuestDetailsRequest, GuestDetails, HealthCheckRequest,
+    health_check_response::ServingStatus, CreateContainerRequest, CreateContainerResponse,
+    CreateSandboxRequest, CreateSandboxResponse, DestroySandboxRequest, ExecProcessRequest,
+    GetGuestDetailsRequest, GetMetricsRequest, GuestDetails, HealthCheckRequest, Process,
+    ReadStderrRequest, ReadStdoutRequest, RemoveContainerRequest, StartContainerRequest,
+    WaitProcessRequest,
 };
 
 /// Longest reply line accepted from the vsock device.
@@ -115,5 +119,157 @@ impl Agent {
         self.agent
             .get_guest_details(self.ctx(), &GetGuestDetailsRequest::default())
             .await
+    }
+
+    /// The generated client, for RPCs without a helper here.
+    pub fn rpc(&self) -> &AgentRpc {
+        &self.agent
+    }
+
+    /// A context with `timeout` instead of the default.
+    pub fn ctx_for(&self, timeout: Duration) -> ttrpc::context::Context {
+        ttrpc::context::with_timeout(timeout.as_nanos() as i64)
+    }
+
+    pub async fn create_sandbox(
+        &self,
+        sandbox_id: &str,
+        hostname: &str,
+        initdata: &str,
+    ) -> ttrpc::Result<CreateSandboxResponse> {
+        let req = CreateSandboxRequest {
+            sandbox_id: sandbox_id.into(),
+            hostname: hostname.into(),
+            initdata: initdata.into(),
+            ..Default::default()
+        };
+        self.agent.create_sandbox(self.ctx(), &req).await
+    }
+
+    /// CreateContainer: the guest pulls and verifies `image` first, so this
+    /// takes `timeout` (minutes for a large image under TCG).
+    pub async fn create_container(
+        &self,
+        id: &str,
+        image: &str,
+        oci_spec: &[u8],
+        timeout: Duration,
+    ) -> ttrpc::Result<CreateContainerResponse> {
+        let req = CreateContainerRequest {
+            container_id: id.into(),
+            image: image.into(),
+            oci_spec: oci_spec.to_vec(),
+            ..Default::default()
+        };
+        self.agent
+            .create_container(self.ctx_for(timeout), &req)
+            .await
+    }
+
+    /// Starts the container; returns its guest pid.
+    pub async fn start_container(&self, id: &str) -> ttrpc::Result<u32> {
+        let req = StartContainerRequest {
+            container_id: id.into(),
+            ..Default::default()
+        };
+        Ok(self.agent.start_container(self.ctx(), &req).await?.pid)
+    }
+
+    /// Runs `args` in the container as exec `exec_id`.
+    pub async fn exec(&self, id: &str, exec_id: &str, args: &[&str]) -> ttrpc::Result<()> {
+        let req = ExecProcessRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+            process: Some(Process {
+                args: args.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        self.agent.exec_process(self.ctx(), &req).await.map(|_| ())
+    }
+
+    /// Everything a process writes to stdout (`stderr` false) or stderr,
+    /// until it closes the stream. `each` sees every chunk as it comes.
+    pub async fn read_all(
+        &self,
+        id: &str,
+        exec_id: &str,
+        stderr: bool,
+        mut each: impl FnMut(&[u8]),
+    ) -> ttrpc::Result<Vec<u8>> {
+        let mut all = Vec::new();
+        loop {
+            // A long-poll: the agent answers when there is output.
+            let ctx = self.ctx_for(Duration::from_secs(3600));
+            let (data, eof) = if stderr {
+                let req = ReadStderrRequest {
+                    container_id: id.into(),
+                    exec_id: exec_id.into(),
+                    max_len: 1 << 16,
+                    ..Default::default()
+                };
+                let r = self.agent.read_stderr(ctx, &req).await?;
+                (r.data, r.eof)
+            } else {
+                let req = ReadStdoutRequest {
+                    container_id: id.into(),
+                    exec_id: exec_id.into(),
+                    max_len: 1 << 16,
+                    ..Default::default()
+                };
+                let r = self.agent.read_stdout(ctx, &req).await?;
+                (r.data, r.eof)
+            };
+            each(&data);
+            all.extend_from_slice(&data);
+            if eof {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Waits for the process to end; returns its exit code (128+signal when
+    /// a signal ended it).
+    pub async fn wait(&self, id: &str, exec_id: &str) -> ttrpc::Result<i32> {
+        let req = WaitProcessRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        Ok(self
+            .agent
+            .wait_process(self.ctx_for(Duration::from_secs(24 * 3600)), &req)
+            .await?
+            .status)
+    }
+
+    pub async fn remove_container(&self, id: &str, timeout_ms: u32) -> ttrpc::Result<()> {
+        let req = RemoveContainerRequest {
+            container_id: id.into(),
+            timeout_ms,
+            ..Default::default()
+        };
+        self.agent
+            .remove_container(self.ctx(), &req)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn destroy_sandbox(&self) -> ttrpc::Result<()> {
+        self.agent
+            .destroy_sandbox(self.ctx(), &DestroySandboxRequest::default())
+            .await
+            .map(|_| ())
+    }
+
+    /// The agent's metrics (OpenMetrics text).
+    pub async fn metrics(&self) -> ttrpc::Result<String> {
+        Ok(self
+            .agent
+            .get_metrics(self.ctx(), &GetMetricsRequest::default())
+            .await?
+            .text)
     }
 }

@@ -13,4 +13,5 @@ pub mod devices;
 pub mod hypervisor;
 pub mod initrd;
 pub mod kernel;
+pub mod run;
 pub mod sandbox;

@@ -54,6 +54,7 @@ impl BootOptions {
                 cmdline: crate::hypervisor::DEFAULT_CMDLINE.to_string(),
                 memory_mib: 256,
                 vcpus: 1,
+                user_net: false,
             },
             hypervisor: HypervisorKind::Qemu,
             qemu_binary: DEFAULT_QEMU.to_string(),
@@ -129,6 +130,7 @@ impl Sandbox {
         let host_data = tee::host_data(opts.initdata.as_deref());
         // What is booted is what is measured: one VmConfig feeds both.
         let mut cfg = opts.vm.clone();
+        cfg.cmdline = crate::hypervisor::cmdline_with_net(&cfg.cmdline, cfg.user_net);
         let sim = match opts.tee {
             TeeKind::None => {
                 if opts.initdata.is_some() {

@@ -17,6 +17,7 @@ pub mod agent_ttrpc {
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 
 pub use agent::*;
+pub mod oci;
 
 /// The request message of every RPC, which is also the name of the policy
 /// rule that decides it (`data.agent_policy.<name>`, docs/policy.md).

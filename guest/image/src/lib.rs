@@ -61,7 +61,9 @@ pub use ocicrypt::KeyRing;
 pub use pipeline::{ImagePuller, PullOptions};
 pub use progress::{Progress, ProgressEvent};
 pub use pulled::{PulledImage, PulledLayer};
-pub use registry::{install_crypto_provider, Auth, Registry, RegistryOptions, RetryPolicy};
+pub use registry::{
+    embedded_roots_pem, install_crypto_provider, Auth, Registry, RegistryOptions, RetryPolicy,
+};
 pub use signature_policy::PolicyVerifier;
 pub use store::LayerStore;
 pub use stream::IntegrityError;

@@ -87,6 +87,9 @@ pub struct RegistryOptions {
     pub extra_ca_pem: Vec<Vec<u8>>,
     /// Trust only `extra_ca_pem`, not the system's roots.
     pub ca_only: bool,
+    /// Trust Mozilla's roots (compiled in) instead of the system's trust
+    /// store: the guest has no /etc/ssl, and must not take one from the host.
+    pub embedded_roots: bool,
     /// Plain HTTP (for a test registry; never for a real one).
     pub insecure_http: bool,
     pub retry: RetryPolicy,
@@ -120,6 +123,25 @@ pub struct Registry {
     auth: RegistryAuth,
     retry: RetryPolicy,
     mirrors: std::collections::BTreeMap<String, String>,
+}
+
+/// Mozilla's roots (compiled in) as a PEM bundle, for a guest that has no
+/// trust store of its own (the agent writes it to
+/// /etc/ssl/certs/ca-certificates.crt at boot: oci-client builds a default
+/// reqwest client that panics when the system store is empty).
+pub fn embedded_roots_pem() -> String {
+    use base64::Engine as _;
+    let mut out = String::new();
+    for c in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(c.as_ref());
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).unwrap_or_default());
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out
 }
 
 /// Whether an error is worth retrying.
@@ -180,10 +202,21 @@ impl Registry {
         };
         if opts.ca_only {
             config.tls_certs_only = certs;
+        } else if opts.embedded_roots {
+            let mut all: Vec<Certificate> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|c| Certificate {
+                    encoding: CertificateEncoding::Der,
+                    data: c.as_ref().to_vec(),
+                })
+                .collect();
+            all.extend(certs);
+            config.tls_certs_only = all;
         } else {
             config.extra_root_certificates = certs;
         }
-        let client = Client::try_from(config).map_err(|e| RegistryError::Setup(e.to_string()))?;
+        let client = Client::try_from(config)
+            .map_err(|e| RegistryError::Setup(crate::error::error_chain(&e)))?;
         let auth = match &opts.auth {
             Auth::Anonymous => RegistryAuth::Anonymous,
             Auth::Basic { username, password } => {

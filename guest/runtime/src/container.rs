@@ -104,6 +104,17 @@ impl Process {
     }
 }
 
+/// What a failed process wrote to stderr (at most 4 KiB, waiting briefly
+/// for the drain to catch up).
+fn early_stderr(io: &ProcessIo) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    while !io.stderr.ended() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let bytes = io.stderr.peek(4096);
+    String::from_utf8_lossy(&bytes).trim().to_string()
+}
+
 /// What an exec runs, as the request gave it.
 #[derive(Debug, Clone, Default)]
 pub struct ExecProcess {
@@ -288,14 +299,32 @@ impl Runtime {
         } else {
             let (io, child) = ProcessIo::pipes(&format!("{id}-{label}"))
                 .map_err(io_err("creating stdio pipes"))?;
-            let pid = self
-                .helper
-                .call(op, id, extra, Some(child))?
-                .ok_or_else(|| RuntimeError::Helper {
-                    op: op.into(),
-                    id: id.into(),
-                    message: "no pid".into(),
-                })?;
+            let pid = match self.helper.call(op, id, extra, Some(child)) {
+                Ok(Some(pid)) => pid,
+                Ok(None) => {
+                    return Err(RuntimeError::Helper {
+                        op: op.into(),
+                        id: id.into(),
+                        message: "no pid".into(),
+                    })
+                }
+                // The container's own process says what went wrong on its
+                // stderr (libcontainer's init logs there once stdio is set
+                // up): add that to the error.
+                Err(RuntimeError::Helper { op, id, message }) => {
+                    let said = early_stderr(&io);
+                    return Err(RuntimeError::Helper {
+                        op,
+                        id,
+                        message: if said.is_empty() {
+                            message
+                        } else {
+                            format!("{message}\ncontainer stderr: {said}")
+                        },
+                    });
+                }
+                Err(e) => return Err(e),
+            };
             Ok((pid, io))
         }
     }

@@ -58,8 +58,16 @@ fn parse(args: &[String]) -> Result<Args, String> {
 
 /// Runs the helper; returns the process exit code.
 pub fn main(args: &[String]) -> i32 {
-    // libcontainer logs through `tracing`; no subscriber is installed here,
-    // as stderr is the helper's error channel: its errors carry the detail.
+    // libcontainer says what failed through `tracing` (its returned errors
+    // are often just "failed syscall"): its error lines go to stderr, the
+    // helper's error channel, ahead of the final error.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_max_level(tracing::Level::ERROR)
+        .try_init();
     match run(args) {
         Ok(out) => {
             println!("{out}");

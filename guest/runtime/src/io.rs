@@ -83,6 +83,11 @@ impl Output {
         }
     }
 
+    /// The first `max` bytes buffered, without consuming them.
+    pub fn peek(&self, max: usize) -> Vec<u8> {
+        self.lock().data.iter().take(max).copied().collect()
+    }
+
     /// Bytes dropped because nobody read them in time.
     pub fn dropped(&self) -> u64 {
         self.lock().dropped

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloister_protocol::{
-    CreateContainerRequest, Empty, RemoveContainerRequest, StartContainerRequest,
-    StartContainerResponse, StatsContainerRequest, StatsContainerResponse,
+    CreateContainerRequest, CreateContainerResponse, Empty, RemoveContainerRequest,
+    StartContainerRequest, StartContainerResponse, StatsContainerRequest, StatsContainerResponse,
 };
 use tracing::{error, info};
 
@@ -20,7 +20,10 @@ const MAX_IMAGE: usize = 4096;
 /// Longest grace period RemoveContainer may ask for.
 const MAX_GRACE: Duration = Duration::from_secs(300);
 
-pub async fn create(s: &Arc<AgentState>, req: CreateContainerRequest) -> ttrpc::Result<Empty> {
+pub async fn create(
+    s: &Arc<AgentState>,
+    req: CreateContainerRequest,
+) -> ttrpc::Result<CreateContainerResponse> {
     check_id("container_id", &req.container_id)?;
     if req.oci_spec.len() > MAX_SPEC {
         return Err(status(
@@ -93,8 +96,9 @@ async fn create_reserved(
     s: &Arc<AgentState>,
     req: &CreateContainerRequest,
     initdata: &crate::initdata::Initdata,
-) -> ttrpc::Result<Empty> {
-    let keys = s.image_keys(initdata).await?;
+) -> ttrpc::Result<CreateContainerResponse> {
+    let started = std::time::Instant::now();
+    let (keys, attestation) = s.image_keys(initdata).await?;
     let pulled = crate::images::pull(
         &req.image,
         initdata,
@@ -104,6 +108,8 @@ async fn create_reserved(
     )
     .await
     .map_err(|e| status(ttrpc::Code::FAILED_PRECONDITION, e.to_string()))?;
+    let pull_ms = started.elapsed().as_millis() as u64;
+    let started = std::time::Instant::now();
     let lower = pulled.overlay_lowerdirs();
     let rt = s.runtime.clone();
     let (id, spec) = (req.container_id.clone(), req.oci_spec.clone());
@@ -120,7 +126,17 @@ async fn create_reserved(
         pid,
         "container created from the verified image"
     );
-    Ok(Empty::default())
+    Ok(CreateContainerResponse {
+        image_digest: pulled.digest.to_string(),
+        signature: pulled.verification.clone(),
+        encrypted_layers: pulled.layers.iter().filter(|l| l.encrypted).count() as u32,
+        layers_downloaded: pulled.layers.iter().filter(|l| !l.reused).count() as u32,
+        layers_reused: pulled.layers.iter().filter(|l| l.reused).count() as u32,
+        pull_ms,
+        create_ms: started.elapsed().as_millis() as u64,
+        attestation,
+        ..Default::default()
+    })
 }
 
 pub async fn start(

@@ -18,8 +18,17 @@ pub fn guest_details(s: &AgentState) -> GuestDetails {
             .unwrap_or(0),
         sandbox_created: s.sandbox().info.is_some(),
         policy_sha256: s.gate.sha256(),
+        agent_rss_kib: status_kib("VmRSS:").unwrap_or(0),
         ..Default::default()
     }
+}
+
+/// A `kB` line of /proc/self/status.
+fn status_kib(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn mem_total_kib() -> Option<u64> {

@@ -36,6 +36,8 @@ pub struct AgentState {
     pub runtime: Arc<Runtime>,
     /// The agent's state directory (`/run/cloister` in the guest).
     pub run_dir: std::path::PathBuf,
+    /// The pod's image keys once fetched from the KBS, with how.
+    pub image_keys_cache: tokio::sync::Mutex<Option<(Arc<cloister_image::KeyRing>, String)>>,
     sandbox: Mutex<Sandbox>,
 }
 
@@ -69,6 +71,7 @@ impl AgentState {
             metrics,
             runtime,
             run_dir,
+            image_keys_cache: tokio::sync::Mutex::new(None),
             sandbox: Mutex::new(Sandbox::default()),
         })
     }
@@ -81,7 +84,7 @@ impl AgentState {
     pub async fn image_keys(
         &self,
         initdata: &crate::initdata::Initdata,
-    ) -> ttrpc::Result<cloister_image::KeyRing> {
+    ) -> ttrpc::Result<(Arc<cloister_image::KeyRing>, String)> {
         crate::keys::image_keys(self, initdata).await
     }
 
@@ -122,19 +125,6 @@ pub fn check_id(what: &str, id: &str) -> ttrpc::Result<()> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ids_are_bounded_and_path_free() {
-        for good in ["c1", "a.b-c_d", &"x".repeat(64)] {
-            assert!(super::check_id("id", good).is_ok(), "{good}");
-        }
-        for bad in ["", "..", "../x", "a/b", "-a", &"x".repeat(65), "a b", "é"] {
-            assert!(super::check_id("id", bad).is_err(), "{bad}");
-        }
-    }
-}
-
 /// A runtime error as a ttrpc status: unknown ids are NOT_FOUND, a refused
 /// spec INVALID_ARGUMENT, the rest FAILED_PRECONDITION or INTERNAL.
 pub fn runtime_status(e: cloister_runtime::RuntimeError) -> ttrpc::Error {
@@ -157,4 +147,17 @@ pub async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| status(ttrpc::Code::INTERNAL, format!("runtime task failed: {e}")))?
         .map_err(runtime_status)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_bounded_and_path_free() {
+        for good in ["c1", "a.b-c_d", &"x".repeat(64)] {
+            assert!(super::check_id("id", good).is_ok(), "{good}");
+        }
+        for bad in ["", "..", "../x", "a/b", "-a", &"x".repeat(65), "a b", "é"] {
+            assert!(super::check_id("id", bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -45,7 +45,7 @@ impl Agent for AgentService {
         &self,
         _: Ctx<'_>,
         req: CreateContainerRequest,
-    ) -> ttrpc::Result<Empty> {
+    ) -> ttrpc::Result<CreateContainerResponse> {
         self.state.authorize(&req)?;
         containers::create(&self.state, req).await
     }

@@ -54,6 +54,10 @@ pub struct VmArgs {
     /// QEMU binary.
     #[arg(long, default_value = cloister_host::hypervisor::qemu::DEFAULT_QEMU)]
     pub qemu: String,
+    /// Give the guest QEMU user networking: it reaches the host's loopback
+    /// as 10.0.2.2 (`cloister.ip=10.0.2.15/24` joins the command line).
+    #[arg(long)]
+    pub user_net: bool,
     /// Seconds to wait for the agent's Health reply.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
@@ -78,6 +82,7 @@ impl VmArgs {
         o.vm.cmdline = self.cmdline.clone();
         o.vm.memory_mib = self.memory;
         o.vm.vcpus = self.vcpus;
+        o.vm.user_net = self.user_net;
         o.hypervisor = match self.hypervisor {
             HypervisorArg::Qemu => HypervisorKind::Qemu,
         };

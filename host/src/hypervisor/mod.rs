@@ -28,6 +28,27 @@ pub struct VmConfig {
     pub cmdline: String,
     pub memory_mib: u32,
     pub vcpus: u32,
+    /// A virtio-net device on QEMU's user networking, through which the
+    /// guest reaches the host's loopback as [`USER_NET_HOST`]. The guest
+    /// learns its address from `cloister.ip=` on the (measured) command line.
+    pub user_net: bool,
+}
+
+/// The host's loopback as the guest sees it on QEMU's user networking.
+pub const USER_NET_HOST: &str = "10.0.2.2";
+/// The guest's address there.
+pub const USER_NET_GUEST_CIDR: &str = "10.0.2.15/24";
+
+/// `cmdline` with the guest's address when `user_net` is on (idempotent).
+pub fn cmdline_with_net(cmdline: &str, user_net: bool) -> String {
+    if !user_net
+        || cmdline
+            .split_whitespace()
+            .any(|w| w.starts_with("cloister.ip="))
+    {
+        return cmdline.to_string();
+    }
+    format!("{cmdline} cloister.ip={USER_NET_GUEST_CIDR}")
 }
 
 /// Kernel parameters every cloister guest gets unless the user replaces

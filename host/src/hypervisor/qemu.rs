@@ -69,6 +69,14 @@ pub fn args(cfg: &VmConfig, accel: Accel, paths: &QemuPaths) -> Vec<OsString> {
     // The guest CID is not a QEMU property here: QEMU reads it from the
     // backend's config space (VsockDevice::config).
     a.push("vhost-user-vsock-device,chardev=vsock".into());
+    if cfg.user_net {
+        // The guest reaches the host's loopback as 10.0.2.2 (a registry, a
+        // KBS the tenant runs there); IPv6 stays off.
+        a.push("-netdev".into());
+        a.push("user,id=net0,ipv6=off".into());
+        a.push("-device".into());
+        a.push("virtio-net-device,netdev=net0".into());
+    }
     a.extend(boot_args(cfg));
     a
 }
@@ -289,6 +297,7 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             memory_mib: 256,
             vcpus: 2,
+            user_net: false,
         }
     }
 
@@ -323,6 +332,31 @@ mod tests {
         );
         assert!(s.contains("-no-reboot"), "{s}");
         assert!(s.contains("-smp 2 -m 256M"), "{s}");
+    }
+
+    #[test]
+    fn user_networking_only_when_asked() {
+        assert!(!joined(Accel::Tcg).contains("-netdev"));
+        let mut c = cfg();
+        c.user_net = true;
+        let s = args(&c, Accel::Tcg, &QemuPaths::in_dir(Path::new("/run/vm")))
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            s.contains("-netdev user,id=net0,ipv6=off -device virtio-net-device,netdev=net0"),
+            "{s}"
+        );
+        assert_eq!(
+            super::super::cmdline_with_net("console=ttyS0", true),
+            "console=ttyS0 cloister.ip=10.0.2.15/24"
+        );
+        assert_eq!(
+            super::super::cmdline_with_net("a cloister.ip=10.0.2.15/24", true),
+            "a cloister.ip=10.0.2.15/24"
+        );
+        assert_eq!(super::super::cmdline_with_net("a", false), "a");
     }
 
     #[test]

@@ -260,6 +260,7 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             memory_mib: 256,
             vcpus: 1,
+            user_net: false,
         };
         // The known answer of cloister_measure::cloister_sim for these inputs.
         assert_eq!(
