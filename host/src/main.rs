@@ -41,6 +41,13 @@ enum Command {
     /// Agent policies: evaluate, test, generate from manifests, explain denials.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
+    /// Run one confidential container: boot a measured sandbox, let the guest
+    /// attest, pull, verify and decrypt the image, stream the output, and exit
+    /// with the container's exit code.
+    Run(Box<cli::run::RunArgs>),
+    /// The demo: a local KBS and registry, an encrypted and signed image, and
+    /// one confidential container run end to end (sim TEE), then cleaned up.
+    Demo(cli::demo::DemoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +66,8 @@ fn main() -> std::process::ExitCode {
         Command::Attest(c) => cli::attest::run(c),
         Command::Measure(c) => cli::measure::run(c),
         Command::Policy(c) => cli::policy::run(c),
+        Command::Run(c) => cli::run::run(*c),
+        Command::Demo(c) => cli::demo::run(c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

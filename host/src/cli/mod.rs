@@ -1,10 +1,12 @@
 pub mod attest;
 pub mod bench;
+pub mod demo;
 pub mod image;
 pub mod image_sign;
 pub mod initrd;
 pub mod measure;
 pub mod policy;
+pub mod run;
 pub mod vm;
 
 use std::path::PathBuf;
@@ -31,10 +33,10 @@ pub enum AccelArg {
 #[derive(Args, Debug, Clone)]
 pub struct VmArgs {
     /// Guest kernel (bzImage or ELF vmlinux), e.g. the path kernel-config/build prints.
-    #[arg(long)]
+    #[arg(long, env = "CLOISTER_KERNEL")]
     pub kernel: PathBuf,
-    /// Initramfs with the agent as /init (`cloister initrd build`).
-    #[arg(long)]
+    /// Initramfs with the agent as /init (`cloister initrd build`, scripts/build-guest).
+    #[arg(long, env = "CLOISTER_INITRD")]
     pub initrd: PathBuf,
     /// Kernel command line (replaces the default).
     #[arg(long, default_value = cloister_host::hypervisor::DEFAULT_CMDLINE)]
