@@ -137,6 +137,9 @@ pub struct DemoConfig {
     /// The initramfs whose measurement the KBS expects (normally `initrd`;
     /// the tampered-initramfs test boots another one).
     pub reference_initrd: Option<PathBuf>,
+    /// List the unsigned image in the agent policy too, so that only the
+    /// signature policy stands in its way (the unsigned-image test).
+    pub policy_lists_unsigned: bool,
 }
 
 /// A prepared demo: registry, KBS, image, keys and initdata.
@@ -440,10 +443,14 @@ impl Demo {
         let cosign_pub = std::fs::read(cosign.with_extension("pub")).map_err(step("cosign.pub"))?;
         let ca =
             std::fs::read_to_string(w.join("kbs/state/tls/ca.pem")).map_err(step("the KBS CA"))?;
+        let mut listed = vec![self.image.clone()];
+        if self.cfg.policy_lists_unsigned {
+            listed.push(self.unsigned_image.clone());
+        }
         self.initdata = initdata(
             &host,
             self.registry_port,
-            &self.image,
+            &listed,
             &cosign_pub,
             &format!("https://{}:{}", hypervisor::USER_NET_HOST, self.kbs_port),
             &ca,
@@ -549,7 +556,7 @@ impl Demo {
 fn initdata(
     registry: &str,
     registry_port: u16,
-    image: &str,
+    images: &[String],
     cosign_pub: &[u8],
     kbs_url: &str,
     kbs_ca: &str,
@@ -564,7 +571,14 @@ fn initdata(
         "insecure_http": true,
         "mirrors": {registry: format!("{}:{registry_port}", hypervisor::USER_NET_HOST)}
     });
-    let data = serde_json::json!({"containers": [{"name": "demo", "image": image}]});
+    // The demo container is "demo"; a second listed image (the tests'
+    // unsigned one) is container "unsigned".
+    let containers: Vec<_> = images
+        .iter()
+        .zip(["demo", "unsigned"])
+        .map(|(i, name)| serde_json::json!({"name": name, "image": i}))
+        .collect();
+    let data = serde_json::json!({ "containers": containers });
     format!(
         "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\
          \"policy.rego\" = '''\n{DEFAULT_POLICY}'''\n\

@@ -39,6 +39,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         sim_state: work.join("sim"),
         work: work.clone(),
         reference_initrd: None,
+        policy_lists_unsigned: false,
     };
     let mut say = |s: &str| eprintln!("demo: {s}");
     let demo = Demo::prepare(cfg, &mut say)?;

@@ -73,7 +73,14 @@ pub struct Muxer {
     rxq: VecDeque<RxItem>,
     next_local_port: u32,
     pub metrics: MuxerMetrics,
+    /// Every payload byte in both directions, when `CLOISTER_VSOCK_CAPTURE`
+    /// names a file: an audit aid (what did the host see?), used by the
+    /// trust-boundary test.
+    capture: Option<std::fs::File>,
 }
+
+/// Names the file that receives a copy of all vsock payloads.
+pub const CAPTURE_ENV: &str = "CLOISTER_VSOCK_CAPTURE";
 
 impl Muxer {
     /// Listens on `uds_path` for host connections to guest `guest_cid`.
@@ -98,6 +105,14 @@ impl Muxer {
             rxq: VecDeque::new(),
             next_local_port: FIRST_LOCAL_PORT,
             metrics: MuxerMetrics::default(),
+            capture: std::env::var_os(CAPTURE_ENV).and_then(|p| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&p)
+                    .inspect_err(|e| tracing::warn!(path = ?p, error = %e, "vsock capture file"))
+                    .ok()
+            }),
         })
     }
 
@@ -404,6 +419,9 @@ impl Muxer {
                     Ok(d) => d,
                     Err(_) => return,
                 };
+                if let Some(f) = self.capture.as_mut() {
+                    record(f, "guest->host", key, &data);
+                }
                 if let Err(e) = conn.send_to_host(&data) {
                     debug!(error = %e, "vsock: forwarding to host failed");
                     self.reset(key);
@@ -567,6 +585,11 @@ impl Muxer {
                 Some(0)
             }
             Ok(n) => {
+                if let Some(f) = self.capture.as_mut() {
+                    if let Ok(sub) = buf.subslice(0, n) {
+                        record(f, "host->guest", key, &sub);
+                    }
+                }
                 let mut h = header(self.guest_cid, key, packet::OP_RW, 0);
                 h.len = n as u32;
                 conn.stamp(&mut h);
@@ -597,6 +620,20 @@ impl Muxer {
             }
         }
     }
+}
+
+/// Appends one payload to the capture file: a header line, then the bytes.
+fn record<B: BitmapSlice>(
+    f: &mut std::fs::File,
+    dir: &str,
+    key: ConnKey,
+    data: &VolatileSlice<'_, B>,
+) {
+    use std::io::Write as _;
+    let mut bytes = vec![0u8; data.len()];
+    data.copy_to(&mut bytes[..]);
+    let _ = writeln!(f, "\n=== {dir} {key:?} {} bytes", bytes.len());
+    let _ = f.write_all(&bytes);
 }
 
 fn header(guest_cid: u64, key: ConnKey, op: u16, flags: u32) -> Header {
