@@ -293,6 +293,12 @@ impl Demo {
         Ok(demo)
     }
 
+    /// The demo image before encryption, as an OCI layout and tag (for a
+    /// runc baseline).
+    pub fn plain_layout(&self) -> (PathBuf, &'static str) {
+        (self.cfg.work.join("layout"), "demo")
+    }
+
     fn registry_host(&self) -> String {
         format!("127.0.0.1:{}", self.registry_port)
     }

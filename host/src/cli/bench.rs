@@ -20,10 +20,29 @@ pub enum BenchCommand {
         #[arg(long, default_value = "/bin/busybox")]
         busybox: PathBuf,
     },
+    /// The demo container end to end (`cloister demo`), N times, each in a
+    /// fresh sandbox: the median of each phase (boot, attest+pull+create,
+    /// start, run), against runc starting the same image (unpacked with
+    /// umoci, unencrypted) on the host.
+    Run {
+        /// Guest kernel.
+        #[arg(long, env = "CLOISTER_KERNEL")]
+        kernel: PathBuf,
+        /// Initramfs with the agent.
+        #[arg(long, env = "CLOISTER_INITRD")]
+        initrd: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Run {
+            kernel,
+            initrd,
+            runs,
+        } => super::bench_run::run(kernel, initrd, runs),
         BenchCommand::Boot { vm, runs, busybox } => {
             anyhow::ensure!(runs >= 1, "--runs must be at least 1");
             let opts = vm.boot_options()?;
