@@ -265,6 +265,20 @@ fn inner() {
         assert!(out.contains("/dev/pts/"), "{out:?}");
         assert!(out.contains("33 77"), "{out:?}");
         assert!(init.io.resize(1, 1).is_err(), "no terminal, no resize");
+        // Two execs with one id at the same time: exactly one is created.
+        let sleeper = ExecProcess {
+            args: vec!["/bin/sleep".into(), "0.2".into()],
+            ..Default::default()
+        };
+        let (r1, r2) = (runtime.clone(), runtime.clone());
+        let (s1, s2) = (sleeper.clone(), sleeper.clone());
+        let a = tokio::task::spawn_blocking(move || r1.exec("c2", "dup", &s1).is_ok());
+        let b = tokio::task::spawn_blocking(move || r2.exec("c2", "dup", &s2).is_ok());
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        assert!(
+            a ^ b,
+            "one of two concurrent execs with the same id: {a} {b}"
+        );
         init.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
         assert_eq!(init.wait().await, 128 + 9);
         assert!(

@@ -47,7 +47,7 @@ impl RuntimeConfig {
             state_root: run.join("runtime"),
             bundles: run.join("containers"),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
-            bind_roots: vec![run.join("shared")],
+            bind_roots: vec![run.join("sandbox")],
         }
     }
 }
@@ -104,15 +104,22 @@ impl Process {
     }
 }
 
-/// What a failed process wrote to stderr (at most 4 KiB, waiting briefly
-/// for the drain to catch up).
+/// libcontainer's error lines from a process that failed before it ran the
+/// container's program (at most 4 KiB, waiting briefly for the drain).
 fn early_stderr(io: &ProcessIo) -> String {
     let deadline = std::time::Instant::now() + Duration::from_millis(300);
     while !io.stderr.ended() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     let bytes = io.stderr.peek(4096);
-    String::from_utf8_lossy(&bytes).trim().to_string()
+    // Only libcontainer's own error lines: what the container's process
+    // wrote itself is its output, which reaches the host only through
+    // ReadStderr, when the policy allows it.
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|l| l.starts_with("ERROR "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// What an exec runs, as the request gave it.
@@ -134,6 +141,8 @@ struct Container {
     spec: Spec,
     init: Arc<Process>,
     execs: Mutex<BTreeMap<String, Arc<Process>>>,
+    /// Exec ids being created (not yet in `execs`).
+    pending_execs: Mutex<std::collections::BTreeSet<String>>,
     started: Mutex<bool>,
 }
 
@@ -257,6 +266,7 @@ impl Runtime {
                     spec,
                     init,
                     execs: Mutex::new(BTreeMap::new()),
+                    pending_execs: Mutex::new(Default::default()),
                     started: Mutex::new(false),
                 }),
             );
@@ -354,13 +364,30 @@ impl Runtime {
                 "container {id} is not running"
             )));
         }
-        if c.execs
+        {
+            // Checked and reserved under one lock, so that two concurrent
+            // execs with the same id cannot both pass.
+            let execs = c.execs.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pending = c.pending_execs.lock().unwrap_or_else(|e| e.into_inner());
+            if execs.contains_key(exec_id) || !pending.insert(exec_id.to_string()) {
+                return Err(RuntimeError::Exists(format!("{id}/{exec_id}")));
+            }
+        }
+        let result = self.exec_reserved(&c, id, exec_id, p);
+        c.pending_execs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(exec_id)
-        {
-            return Err(RuntimeError::Exists(format!("{id}/{exec_id}")));
-        }
+            .remove(exec_id);
+        result
+    }
+
+    fn exec_reserved(
+        &self,
+        c: &Container,
+        id: &str,
+        exec_id: &str,
+        p: &ExecProcess,
+    ) -> Result<i32, RuntimeError> {
         if p.args.is_empty() {
             return Err(RuntimeError::Spec(spec::SpecError::NoArgs));
         }

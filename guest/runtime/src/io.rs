@@ -62,7 +62,12 @@ impl Output {
     /// Up to `max` bytes; waits until there is at least one, or the end.
     /// Returns the bytes and whether the stream ended with them.
     pub async fn read(&self, max: usize) -> (Vec<u8>, bool) {
-        let max = max.clamp(1, MAX_READ);
+        // 0 asks for no particular limit: up to 64 KiB.
+        let max = if max == 0 {
+            64 << 10
+        } else {
+            max.min(MAX_READ)
+        };
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);

@@ -169,7 +169,7 @@ mod tests {
     }
 
     fn run(v: serde_json::Value) -> Result<Spec, SpecError> {
-        let roots = [PathBuf::from("/run/cloister/shared")];
+        let roots = [PathBuf::from("/run/cloister/sandbox")];
         prepare(
             &serde_json::to_vec(&v).unwrap(),
             &Placement {
@@ -214,8 +214,8 @@ mod tests {
             ("bind", json!([]), "/"),
             ("bind", json!(["rbind"]), "/run/cloister"),
             ("none", json!(["rbind", "rw"]), "/proc/1/root"),
-            ("bind", json!([]), "/run/cloister/shared/../../keys"),
-            ("bind", json!([]), "/run/cloister/shared"),
+            ("bind", json!([]), "/run/cloister/sandbox/../../keys"),
+            ("bind", json!([]), "/run/cloister/sandbox"),
         ] {
             let mut v = base();
             v["mounts"] =
@@ -225,7 +225,7 @@ mod tests {
             assert!(e.to_string().contains(src), "{e}");
         }
         let mut v = base();
-        v["mounts"] = json!([{"destination": "/etc/hosts", "type": "bind", "source": "/run/cloister/shared/hosts", "options": ["rbind", "ro"]}]);
+        v["mounts"] = json!([{"destination": "/etc/hosts", "type": "bind", "source": "/run/cloister/sandbox/hosts", "options": ["rbind", "ro"]}]);
         run(v).unwrap();
     }
 

@@ -111,8 +111,18 @@ async fn create_reserved(
     let pull_ms = started.elapsed().as_millis() as u64;
     let started = std::time::Instant::now();
     let lower = pulled.overlay_lowerdirs();
+    // The verified image's entrypoint, environment and working directory
+    // where the spec leaves them out (the policy judged the host's spec).
+    let mut spec: serde_json::Value = serde_json::from_slice(&req.oci_spec)
+        .map_err(|e| status(ttrpc::Code::INVALID_ARGUMENT, format!("oci_spec: {e}")))?;
+    let took = crate::image_config::apply(&mut spec, &pulled.config)
+        .map_err(|e| status(ttrpc::Code::FAILED_PRECONDITION, e))?;
+    if !took.is_empty() {
+        info!(container = req.container_id, from_image = ?took, "process settings taken from the verified image");
+    }
+    let spec = serde_json::to_vec(&spec).unwrap_or_default();
     let rt = s.runtime.clone();
-    let (id, spec) = (req.container_id.clone(), req.oci_spec.clone());
+    let id = req.container_id.clone();
     let pid = blocking(move || rt.create(&id, &spec, &lower))
         .await
         .inspect_err(

@@ -18,7 +18,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 pub fn run(kernel: PathBuf, initrd: PathBuf, runs: usize) -> anyhow::Result<()> {
     anyhow::ensure!(runs >= 1, "--runs must be at least 1");
     let exe = std::env::current_exe()?;
-    let work = tempfile::Builder::new().prefix("cloister-bench-").tempdir()?;
+    let work = tempfile::Builder::new()
+        .prefix("cloister-bench-")
+        .tempdir()?;
     let cfg = DemoConfig {
         kernel,
         initrd,
@@ -56,7 +58,11 @@ pub fn run(kernel: PathBuf, initrd: PathBuf, runs: usize) -> anyhow::Result<()> 
         println!("  {name:<20} median {:>8.1} ms", ms(median(v.clone())));
     }
     let cloister_total = median(totals);
-    println!("  {:<20} median {:>8.1} ms", "launch -> exit", ms(cloister_total));
+    println!(
+        "  {:<20} median {:>8.1} ms",
+        "launch -> exit",
+        ms(cloister_total)
+    );
     println!("runc on the host, same image (plaintext layout): {runs} runs");
     println!("  {:<20} median {:>8.1} ms", "umoci unpack", ms(unpack));
     println!("  {:<20} median {:>8.1} ms", "runc run", ms(runc));
@@ -72,7 +78,9 @@ pub fn run(kernel: PathBuf, initrd: PathBuf, runs: usize) -> anyhow::Result<()> 
 /// `umoci unpack` + `runc run` of the plaintext image, medians.
 fn runc_baseline(demo: &Demo, runs: usize) -> anyhow::Result<(Duration, Duration)> {
     let (layout, tag) = demo.plain_layout();
-    let dir = tempfile::Builder::new().prefix("cloister-runc-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("cloister-runc-")
+        .tempdir()?;
     let mut unpacks = Vec::new();
     let mut starts = Vec::new();
     for i in 0..runs {

@@ -175,7 +175,9 @@ pub struct SimArgs {
     /// Initrd; none is the same as an empty one.
     #[arg(long)]
     initrd: Option<PathBuf>,
-    /// Kernel command line as given to `cloister vm boot --cmdline`.
+    /// The kernel command line exactly as booted: `cloister vm boot --cmdline`
+    /// plus what boot appends (` cloister.ip=10.0.2.15/24` with --user-net,
+    /// then ` cloister.tee=sim`). `vm boot --tee sim` prints it.
     #[arg(long, default_value = "")]
     append: String,
     /// Number of vCPUs.

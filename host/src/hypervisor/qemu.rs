@@ -144,10 +144,18 @@ fn boot_args(cfg: &VmConfig) -> Vec<OsString> {
     ]
 }
 
+/// `prefix` + the path, as a value in a QEMU option list: a comma in the
+/// path is doubled, or QEMU would read it as the next option.
 fn os_concat(prefix: &str, p: &Path) -> OsString {
-    let mut s = OsString::from(prefix);
-    s.push(p.as_os_str());
-    s
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut bytes = prefix.as_bytes().to_vec();
+    for &b in p.as_os_str().as_bytes() {
+        bytes.push(b);
+        if b == b',' {
+            bytes.push(b',');
+        }
+    }
+    OsString::from_vec(bytes)
 }
 
 /// A running QEMU VM with its vsock backend. Dropping it kills QEMU.
@@ -332,6 +340,14 @@ mod tests {
         );
         assert!(s.contains("-no-reboot"), "{s}");
         assert!(s.contains("-smp 2 -m 256M"), "{s}");
+    }
+
+    #[test]
+    fn commas_in_socket_and_log_paths_are_escaped() {
+        assert_eq!(
+            os_concat("file,id=console,path=", Path::new("/run/a,b/c.log")),
+            OsString::from("file,id=console,path=/run/a,,b/c.log")
+        );
     }
 
     #[test]
