@@ -109,6 +109,10 @@ fn boot(args: BootArgs) -> anyhow::Result<()> {
         println!("agent is init:   {}", d.is_init);
         println!("guest memory:    {} KiB", d.memory_total_kib);
         println!("guest cpus:      {}", d.online_cpus);
+        println!(
+            "agent RSS:       {} KiB (idle, after boot)",
+            d.agent_rss_kib
+        );
         println!("accelerator:     {}", accel.name());
         println!("agent ready in:  {ready_ms} ms (launch to Health reply)");
         if let Some(m) = measurement {
