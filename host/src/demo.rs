@@ -303,7 +303,7 @@ impl Demo {
         format!("127.0.0.1:{}", self.registry_port)
     }
 
-    /// 3. The image: busybox + a secret, encrypted, pushed, signed.
+    /// Step 3, the image: busybox and a secret, encrypted, pushed, signed.
     fn build_image(&mut self, progress: &mut dyn FnMut(&str)) -> Result<(), DemoError> {
         progress("building the demo image (umoci), encrypting it (skopeo, JWE) and signing it (cloister image sign)");
         let w = self.cfg.work.clone();
@@ -464,8 +464,8 @@ impl Demo {
         Ok(())
     }
 
-    /// 4. The KBS: the image key, and reference values computed from what
-    /// will boot.
+    /// Step 4, the KBS: the image key, and reference values computed from
+    /// what will boot.
     fn configure_kbs(
         &mut self,
         admin_port: u16,
