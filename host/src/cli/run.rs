@@ -74,7 +74,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 bail!("give the command after `--` (or an OCI spec with --spec)");
             }
             let a: Vec<&str> = args.args.iter().map(String::as_str).collect();
-            cloister_protocol::oci::default_spec(&a)
+            let mut spec = cloister_protocol::oci::default_spec(&a);
+            // Policies find the container by this annotation, as with CRI.
+            spec["annotations"] = serde_json::json!({"io.kubernetes.cri.container-name": args.id});
+            spec
         }
     };
     let opts = RunOptions {
