@@ -45,14 +45,35 @@ pub fn server_config(ck: &CertAndKey) -> Result<Arc<rustls::ServerConfig>, KbsEr
     Ok(Arc::new(cfg))
 }
 
+/// The SANs as recorded next to the certificate: sorted, deduplicated.
+fn sans_line(sans: &[String]) -> String {
+    let mut v: Vec<&str> = sans.iter().map(String::as_str).collect();
+    v.sort_unstable();
+    v.dedup();
+    v.join(", ")
+}
+
 /// Loads `<state>/tls/{cert,key}.pem`, creating a CA (`ca.pem`) and a server
 /// certificate for `sans` first if there are none.
 pub fn self_signed(state: &Path, sans: &[String]) -> Result<CertAndKey, KbsError> {
     let dir = state.join("tls");
+    let wanted = sans_line(sans);
     if let (Some(chain_pem), Some(key_pem)) = (
         read_optional(&dir.join("cert.pem"))?,
         read_optional(&dir.join("key.pem"))?,
     ) {
+        // A certificate made for other names would fail every client that
+        // uses the new one: say so instead of serving it.
+        if let Some(made) = read_optional(&dir.join("sans.txt"))? {
+            let made = String::from_utf8_lossy(&made).trim().to_string();
+            if made != wanted {
+                return Err(KbsError::Tls(format!(
+                    "the self-signed certificate in {} was made for [{made}], but --tls-san asks for [{wanted}]; \
+                     remove that directory to make a new CA and certificate (clients must then pin the new ca.pem)",
+                    dir.display()
+                )));
+            }
+        }
         return Ok(CertAndKey { chain_pem, key_pem });
     }
     let e = |e: rcgen::Error| KbsError::Tls(format!("generating the self-signed certificate: {e}"));
@@ -76,6 +97,30 @@ pub fn self_signed(state: &Path, sans: &[String]) -> Result<CertAndKey, KbsError
     write_atomic(&dir.join("ca.pem"), ca.pem().as_bytes(), false)?;
     write_atomic(&dir.join("key.pem"), &key_pem, true)?;
     write_atomic(&dir.join("cert.pem"), &chain_pem, false)?;
+    write_atomic(&dir.join("sans.txt"), wanted.as_bytes(), false)?;
     tracing::warn!(ca = %dir.join("ca.pem").display(), ?sans, "created a self-signed TLS CA and certificate; clients must pin ca.pem");
     Ok(CertAndKey { chain_pem, key_pem })
+}
+
+#[cfg(test)]
+mod san_tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_for_other_names_is_refused_not_served() {
+        let d = tempfile::tempdir().unwrap();
+        let sans = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let first = self_signed(d.path(), &sans(&["localhost", "127.0.0.1"])).unwrap();
+        // The same names in another order: the same certificate.
+        let again = self_signed(d.path(), &sans(&["127.0.0.1", "localhost"])).unwrap();
+        assert_eq!(first.chain_pem, again.chain_pem);
+        let e = self_signed(d.path(), &sans(&["127.0.0.1", "10.0.2.2"]))
+            .err()
+            .expect("other names are refused")
+            .to_string();
+        assert!(
+            e.contains("10.0.2.2") && e.contains("remove that directory"),
+            "{e}"
+        );
+    }
 }
