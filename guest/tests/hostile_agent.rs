@@ -226,7 +226,9 @@ async fn no_tee_mode_accepts_initdata_and_says_so() {
 }
 
 #[tokio::test]
-async fn a_tee_without_an_attester_refuses_initdata() {
+async fn a_sim_tee_whose_chip_is_unreachable_refuses_initdata() {
+    // `--tee sim` as an ordinary process: no vsock, so no sim chip to ask for
+    // HOST_DATA. The agent refuses rather than accepting initdata unbound.
     let agent = Agent::start(&["--tee", "sim"]);
     let c = agent.client().await;
     let (code, msg) = failure(create_sandbox(&c, ALLOW_ALL).await);
