@@ -38,6 +38,8 @@ impl Agent {
         let child = Command::new(env!("CARGO_BIN_EXE_cloister-agent"))
             .arg("--listen")
             .arg(format!("unix://{}", sock.display()))
+            .arg("--run-dir")
+            .arg(dir.path().join("run"))
             .args(extra)
             .stdin(Stdio::null())
             .stderr(log)

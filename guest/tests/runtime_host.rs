@@ -49,7 +49,7 @@ fn busybox_layer(dir: &Path) -> Option<PathBuf> {
     std::fs::copy(&bb, bin.join("busybox")).unwrap();
     for tool in [
         "sh", "cat", "echo", "id", "grep", "sleep", "tty", "stty", "head", "dd", "ls", "touch",
-        "ps", "hostname", "stat",
+        "ps", "hostname", "stat", "mkdir", "pwd",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
     }
@@ -141,9 +141,19 @@ fn inner() {
              (echo x > /proc/sys/kernel/hostname) 2>/dev/null || echo proc-sys-ro; \
              (touch /etc/new) 2>/dev/null || echo rootfs-ro; \
              echo masked=$(stat -c %t:%T /proc/cmdline); \
+             echo cwd=$(pwd) groups=$(id -G); grep '^Seccomp:' /proc/self/status; \
+             (mkdir /tmp/d) 2>/dev/null && echo mkdir-allowed || echo mkdir-denied; \
+             touch /tmp/f && echo touch-allowed; \
              exit 7";
         let mut s = spec(&["/bin/sh", "-c", script]);
-        s["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+        s["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [2000, 3000]});
+        s["process"]["cwd"] = json!("/tmp");
+        // seccomp: mkdir fails with EPERM, everything else is allowed.
+        s["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        });
         let body = serde_json::to_vec(&s).unwrap();
         let r = runtime.clone();
         let l = lower.clone();
@@ -175,6 +185,18 @@ fn inner() {
             "{out}"
         );
         assert!(out.contains("\n1000\nbox\nimage file\n512\n"), "{out}");
+        assert!(
+            out.contains("cwd=/tmp groups=1000 2000 3000\n"),
+            "cwd and groups: {out}"
+        );
+        assert!(
+            out.contains("Seccomp:\t2\n"),
+            "a seccomp filter is on: {out}"
+        );
+        assert!(
+            out.contains("mkdir-denied\ntouch-allowed\n"),
+            "the filter denies mkdir only: {out}"
+        );
         assert!(out.contains("proc-sys-ro"), "{out}");
         assert!(out.contains("rootfs-ro"), "{out}");
         // Masked: /dev/null (char 1:3) is mounted over it.

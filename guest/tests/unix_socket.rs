@@ -27,6 +27,8 @@ fn start(extra: &[&str]) -> Agent {
     let child = Command::new(env!("CARGO_BIN_EXE_cloister-agent"))
         .arg("--listen")
         .arg(format!("unix://{}", sock.display()))
+        .arg("--run-dir")
+        .arg(dir.path().join("run"))
         .args(extra)
         .stdin(Stdio::null())
         .spawn()
