@@ -75,7 +75,7 @@ impl ManifestVerifier for PolicyVerifier {
         &self,
         manifest: &ManifestToVerify<'_>,
     ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-        let image = Reference::try_from(manifest.reference)?;
+        let image = crate::reference::parse(manifest.reference)?;
         let source = PipelineSource { manifest };
         let verified =
             cloister_signature::verify(&self.policy, &image, &manifest.digest.to_string(), &source)

@@ -24,6 +24,7 @@ pub mod keys;
 pub mod payload;
 pub mod policy;
 pub mod reference;
+pub mod reference_parse;
 pub mod registry;
 pub mod sign;
 pub mod source;

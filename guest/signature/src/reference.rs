@@ -2,8 +2,8 @@
 //! scopes and signed identities use (`docker.io/library/busybox:latest`, not
 //! `busybox`).
 //!
-//! `oci_client::Reference` parses and normalizes names, but it adds the tag
-//! `latest` to a bare name, and a signed identity must keep the difference
+//! `reference_parse` parses and normalizes names (by hand, not with
+//! oci-client's 17 MB regex), but it adds the tag `latest` to a bare name, and a signed identity must keep the difference
 //! between "repository only" (what cosign writes) and "repository:latest"
 //! (`matchRepoDigestOrExact` accepts only the latter for a tagged image).
 //! [`DockerRef`] wraps the parse and remembers whether a tag was given.
@@ -31,7 +31,7 @@ impl DockerRef {
             reference: s.to_string(),
             reason,
         };
-        let r = Reference::try_from(s).map_err(|e| invalid(e.to_string()))?;
+        let r = crate::reference_parse::parse_reference(s).map_err(invalid)?;
         if r.repository().bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(invalid("repository name must be lowercase".into()));
         }
