@@ -104,7 +104,7 @@ pub fn parse_reference(s: &str) -> Result<Reference, String> {
     }
     let (rest, digest) = match s.split_once('@') {
         Some((r, d)) => {
-            check_digest(d).map_err(|e| err(e))?;
+            check_digest(d).map_err(err)?;
             (r, Some(d.to_string()))
         }
         None => (s, None),

@@ -99,6 +99,7 @@ async fn create_reserved(
 ) -> ttrpc::Result<CreateContainerResponse> {
     let started = std::time::Instant::now();
     let (keys, attestation) = s.image_keys(initdata).await?;
+    let attest_ms = started.elapsed().as_millis() as u64;
     let pulled = crate::images::pull(
         &req.image,
         initdata,
@@ -145,6 +146,7 @@ async fn create_reserved(
         pull_ms,
         create_ms: started.elapsed().as_millis() as u64,
         attestation,
+        attest_ms,
         ..Default::default()
     })
 }

@@ -165,6 +165,15 @@ pub fn summary(image: &str, r: &RunReport) -> String {
         .map(|(n, d)| format!("{n} {}", secs(*d)))
         .collect();
     line("phases", phases.join(" · "));
+    line(
+        "in the guest",
+        format!(
+            "attest {} · pull {} · create {}",
+            secs(Duration::from_millis(c.attest_ms)),
+            secs(Duration::from_millis(c.pull_ms.saturating_sub(c.attest_ms))),
+            secs(Duration::from_millis(c.create_ms))
+        ),
+    );
     s
 }
 
@@ -183,6 +192,7 @@ fn summary_json(image: &str, r: &RunReport) -> String {
         "layers_reused": c.layers_reused,
         "encrypted_layers": c.encrypted_layers,
         "exit_code": r.exit_code,
+        "guest_ms": {"attest": c.attest_ms, "pull": c.pull_ms.saturating_sub(c.attest_ms), "create": c.create_ms},
         "phases_ms": r.phases.iter().map(|(n, d)| (n.to_string(), d.as_millis() as u64)).collect::<std::collections::BTreeMap<_, _>>(),
     })
     .to_string()
