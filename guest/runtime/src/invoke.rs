@@ -130,11 +130,9 @@ fn read_available(fd: Option<OwnedFd>) -> String {
     let Some(fd) = fd else {
         return String::new();
     };
-    // SAFETY: plain fcntl flag change on a descriptor we own.
-    unsafe {
-        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
-    }
+    // Best effort: if it fails, the helper has exited and closed its end
+    // anyway, so reads still end.
+    let _ = crate::io::set_nonblocking(&fd);
     let mut f = std::fs::File::from(fd);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];

@@ -5,14 +5,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use cloister_host::bench::ms;
+use cloister_host::bench::{ms, Summary};
 use cloister_host::demo::{Demo, DemoConfig, DEMO_COMMAND};
 
 use super::runtime;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+fn median(runs: Vec<Duration>) -> Duration {
+    Summary { runs }.median()
 }
 
 pub fn run(kernel: PathBuf, initrd: PathBuf, runs: usize) -> anyhow::Result<()> {
