@@ -85,6 +85,7 @@ pub fn setup_filesystems() -> anyhow::Result<()> {
 
 /// The guest's own trust store: Mozilla's roots compiled into the measured
 /// agent (the initramfs carries none, and the host must not provide one).
+/// Written before the first pull (a no-op once it exists).
 /// Registry TLS trusts these plus the initdata's CA (`registry.json`).
 pub fn write_trust_store() -> anyhow::Result<()> {
     let path = Path::new("/etc/ssl/certs/ca-certificates.crt");

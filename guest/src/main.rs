@@ -49,7 +49,7 @@ fn main() {
                 Err(e) => init::fatal(&format!("switching to a tmpfs root: {e:#}")),
             }
         }
-        if let Err(e) = init::setup_filesystems().and_then(|()| init::write_trust_store()) {
+        if let Err(e) = init::setup_filesystems() {
             init::fatal(&format!("{e:#}"));
         }
     }

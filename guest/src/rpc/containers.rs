@@ -98,6 +98,15 @@ async fn create_reserved(
     initdata: &crate::initdata::Initdata,
 ) -> ttrpc::Result<CreateContainerResponse> {
     let started = std::time::Instant::now();
+    if s.is_init {
+        // Only pulls need it, so it is written at the first one, not at boot.
+        crate::init::write_trust_store().map_err(|e| {
+            status(
+                ttrpc::Code::INTERNAL,
+                format!("the guest trust store: {e:#}"),
+            )
+        })?;
+    }
     let (keys, attestation) = s.image_keys(initdata).await?;
     let attest_ms = started.elapsed().as_millis() as u64;
     let pulled = crate::images::pull(
