@@ -45,3 +45,9 @@ default StatsContainerRequest := true
 default GetMetricsRequest := true
 
 default SetPolicyRequest := true
+
+default UpdateInterfaceRequest := true
+
+default UpdateRoutesRequest := true
+
+default CopyFileRequest := true

@@ -134,6 +134,35 @@ ReadStdoutRequest if known_process
 
 ReadStderrRequest if known_process
 
+# ---------------------------------------------------------------- network
+# The pod interface and routes the host's CNI chose. The host controls the
+# pod's network anyway (traffic is protected by TLS, not by the network);
+# these rules keep the requests to one interface's worth of IPv4.
+
+ipv4_pattern := `^((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])$`
+
+UpdateInterfaceRequest if {
+	count(input.interface.addresses) <= 4
+	every a in input.interface.addresses {
+		regex.match(ipv4_pattern, a.address)
+	}
+}
+
+UpdateRoutesRequest if count(input.routes) <= 32
+
+# ------------------------------------------------------------------ files
+# What the runtime copies into the sandbox directory: exactly the places the
+# standard mounts and pod volumes are bound from.
+
+copy_path_pattern := `^(hosts|hostname|resolv\.conf|containers/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/termination-log|serviceaccount(/[A-Za-z0-9_.-]+)*|volumes/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)$`
+
+CopyFileRequest if regex.match(copy_path_pattern, input.path)
+
+reason contains sprintf("CopyFile: %q is not a file the runtime gives a pod (hosts, hostname, resolv.conf, termination logs, the service account, volumes)", [input.path]) if {
+	input.state.request == "CopyFileRequest"
+	not regex.match(copy_path_pattern, input.path)
+}
+
 reason contains msg if {
 	input.state.request == "CreateContainerRequest"
 	not listed

@@ -16,8 +16,6 @@ pub struct Config {
     /// Log one JSON object per line (`--log-format json`,
     /// `cloister.log_format=json`) instead of text.
     pub log_json: bool,
-    /// eth0's address, `ADDR/PREFIX` (`cloister.ip=`); none: no network.
-    pub ip: Option<String>,
     /// Where the agent keeps its state, layers and containers.
     pub run_dir: std::path::PathBuf,
 }
@@ -33,7 +31,6 @@ impl Config {
             log_level: "info".into(),
             tee_hint: None,
             log_json: false,
-            ip: None,
             run_dir: "/run/cloister".into(),
         };
         if is_init {
@@ -94,7 +91,12 @@ impl Config {
                 }
                 "cloister.log" => self.log_level = v.to_string(),
                 "cloister.tee" => self.tee_hint = Some(v.to_string()),
-                "cloister.ip" => self.ip = Some(v.to_string()),
+                // The network comes through UpdateInterface/UpdateRoutes,
+                // never the measured command line (one measurement serves
+                // every pod); an old host that still sends it is told so.
+                "cloister.ip" => bail!(
+                    "cloister.ip= is no longer read: the host configures the network with UpdateInterface and UpdateRoutes"
+                ),
                 "cloister.log_format" => self.log_json = parse_log_format(v)?,
                 _ => {}
             }
@@ -130,7 +132,6 @@ mod tests {
             log_level: "info".into(),
             tee_hint: None,
             log_json: false,
-            ip: None,
             run_dir: "/run/cloister".into(),
         }
     }
@@ -139,10 +140,13 @@ mod tests {
     fn kernel_cmdline_parameters() {
         let mut c = base();
         c.apply_kernel_cmdline(
-            "console=ttyS0 cloister.port=2000 cloister.log=debug cloister.tee=sim cloister.log_format=json cloister.ip=10.0.2.15/24 quiet",
+            "console=ttyS0 cloister.port=2000 cloister.log=debug cloister.tee=sim cloister.log_format=json quiet",
         )
         .unwrap();
-        assert_eq!(c.ip.as_deref(), Some("10.0.2.15/24"));
+        assert!(c
+            .clone()
+            .apply_kernel_cmdline("cloister.ip=10.0.2.15/24")
+            .is_err());
         assert!(c.log_json);
         assert_eq!(c.listen, "vsock://-1:2000");
         assert_eq!(c.log_level, "debug");

@@ -95,8 +95,10 @@ async fn run(cfg: Config, started: Instant) -> anyhow::Result<()> {
     }
     reaper::spawn().context("starting the child reaper")?;
     if cfg.is_init {
-        if let Err(e) = net::setup(cfg.ip.as_deref()) {
-            tracing::error!(error = %e, "network setup failed; the guest has no network");
+        // Loopback only: the pod's interface and routes come from the host
+        // through UpdateInterface and UpdateRoutes (policy-checked).
+        if let Err(e) = net::loopback_up() {
+            tracing::error!(error = %e, "bringing up lo failed");
         }
     }
     let host_data = tee::host_data_source(tee);

@@ -27,6 +27,8 @@ pub struct ContainerRecord {
 pub struct Sandbox {
     pub info: Option<SandboxInfo>,
     pub containers: BTreeMap<String, ContainerRecord>,
+    /// Bytes the runtime copied into the sandbox directory (CopyFile).
+    pub copied_bytes: u64,
 }
 
 impl Sandbox {

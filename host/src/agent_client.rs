@@ -136,11 +136,13 @@ impl Agent {
         sandbox_id: &str,
         hostname: &str,
         initdata: &str,
+        dns: &[String],
     ) -> ttrpc::Result<CreateSandboxResponse> {
         let req = CreateSandboxRequest {
             sandbox_id: sandbox_id.into(),
             hostname: hostname.into(),
             initdata: initdata.into(),
+            dns: dns.to_vec(),
             ..Default::default()
         };
         self.agent.create_sandbox(self.ctx(), &req).await
@@ -190,6 +192,37 @@ impl Agent {
         self.agent.exec_process(self.ctx(), &req).await.map(|_| ())
     }
 
+    /// The next chunk a process wrote to stdout (`stderr` false) or stderr,
+    /// and whether the stream has ended. A long poll: the agent answers
+    /// when there is output.
+    pub async fn read_chunk(
+        &self,
+        id: &str,
+        exec_id: &str,
+        stderr: bool,
+    ) -> ttrpc::Result<(Vec<u8>, bool)> {
+        let ctx = self.ctx_for(Duration::from_secs(3600));
+        if stderr {
+            let req = ReadStderrRequest {
+                container_id: id.into(),
+                exec_id: exec_id.into(),
+                max_len: 1 << 16,
+                ..Default::default()
+            };
+            let r = self.agent.read_stderr(ctx, &req).await?;
+            Ok((r.data, r.eof))
+        } else {
+            let req = ReadStdoutRequest {
+                container_id: id.into(),
+                exec_id: exec_id.into(),
+                max_len: 1 << 16,
+                ..Default::default()
+            };
+            let r = self.agent.read_stdout(ctx, &req).await?;
+            Ok((r.data, r.eof))
+        }
+    }
+
     /// Everything a process writes to stdout (`stderr` false) or stderr,
     /// until it closes the stream. `each` sees every chunk as it comes.
     pub async fn read_all(
@@ -201,27 +234,7 @@ impl Agent {
     ) -> ttrpc::Result<Vec<u8>> {
         let mut all = Vec::new();
         loop {
-            // A long-poll: the agent answers when there is output.
-            let ctx = self.ctx_for(Duration::from_secs(3600));
-            let (data, eof) = if stderr {
-                let req = ReadStderrRequest {
-                    container_id: id.into(),
-                    exec_id: exec_id.into(),
-                    max_len: 1 << 16,
-                    ..Default::default()
-                };
-                let r = self.agent.read_stderr(ctx, &req).await?;
-                (r.data, r.eof)
-            } else {
-                let req = ReadStdoutRequest {
-                    container_id: id.into(),
-                    exec_id: exec_id.into(),
-                    max_len: 1 << 16,
-                    ..Default::default()
-                };
-                let r = self.agent.read_stdout(ctx, &req).await?;
-                (r.data, r.eof)
-            };
+            let (data, eof) = self.read_chunk(id, exec_id, stderr).await?;
             each(&data);
             all.extend_from_slice(&data);
             if eof {

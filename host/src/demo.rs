@@ -483,7 +483,6 @@ impl Demo {
             .unwrap_or_else(|| self.cfg.initrd.clone());
         let boot = self.boot_options_for(&reference_initrd);
         let mut vm: VmConfig = boot.vm.clone();
-        vm.cmdline = hypervisor::cmdline_with_net(&vm.cmdline, vm.user_net);
         vm.cmdline = sim_tee::cmdline_with_sim(&vm.cmdline).map_err(|e| DemoError::Step {
             what: "the measured command line".into(),
             detail: e.to_string(),
@@ -554,6 +553,7 @@ impl Demo {
             spec,
             container_id: "demo".into(),
             pull_timeout: Duration::from_secs(600),
+            network: crate::pod::network::GuestNetwork::user(),
         }
     }
 }

@@ -14,5 +14,7 @@ pub mod devices;
 pub mod hypervisor;
 pub mod initrd;
 pub mod kernel;
+pub mod node_config;
+pub mod pod;
 pub mod run;
 pub mod sandbox;

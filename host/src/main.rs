@@ -51,6 +51,13 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // `cloister vmm-serve SPEC`: the process a detached VM runs in
+    // (hypervisor::vmm_process); not a user command.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 3 && args[1] == cloister_host::hypervisor::vmm_process::SERVE_ARG {
+        let code = cloister_host::hypervisor::vmm_process::serve(std::path::Path::new(&args[2]));
+        return std::process::ExitCode::from(code.clamp(0, 255) as u8);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

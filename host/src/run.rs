@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use cloister_protocol::CreateContainerResponse;
 use tracing::info;
 
+use crate::pod::network::GuestNetwork;
 use crate::sandbox::{BootError, BootOptions, Sandbox};
 
 /// What to run, and where.
@@ -22,6 +23,9 @@ pub struct RunOptions {
     pub container_id: String,
     /// How long the guest may take to pull the image.
     pub pull_timeout: Duration,
+    /// The guest's network, configured after CreateSandbox (user
+    /// networking when `boot.vm.user_net`).
+    pub network: GuestNetwork,
 }
 
 /// What happened, for the summary.
@@ -42,15 +46,15 @@ pub struct RunReport {
 pub enum RunError {
     #[error(transparent)]
     Boot(#[from] BootError),
-    #[error("the guest refused the initdata: {0}")]
-    Sandbox(String),
+    #[error(transparent)]
+    Pod(#[from] crate::pod::PodError),
     #[error("the guest did not create the container: {0}")]
     Create(String),
     #[error("{what}: {message}")]
     Agent { what: &'static str, message: String },
 }
 
-fn rpc_message(e: &ttrpc::Error) -> String {
+pub fn rpc_message(e: &ttrpc::Error) -> String {
     match e {
         ttrpc::Error::RpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
         other => other.to_string(),
@@ -98,10 +102,14 @@ async fn run_in(
 ) -> Result<(i32, bool, CreateContainerResponse), RunError> {
     let agent = &sb.agent;
     let t = Instant::now();
-    let created_sb = agent
-        .create_sandbox("cloister-run", "cloister", &opts.initdata)
-        .await
-        .map_err(|e| RunError::Sandbox(rpc_message(&e)))?;
+    let created_sb = crate::pod::start_sandbox(
+        agent,
+        "cloister-run",
+        "cloister",
+        &opts.initdata,
+        &opts.network,
+    )
+    .await?;
     phases.push(("sandbox", t.elapsed()));
     let t = Instant::now();
     let spec = serde_json::to_vec(&opts.spec).unwrap_or_default();

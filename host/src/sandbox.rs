@@ -12,9 +12,10 @@ use tracing::{debug, info, warn};
 
 use crate::agent_client::{connect_vsock, Agent, ConnectError};
 use crate::hypervisor::accel::{self, Accel};
-use crate::hypervisor::qemu::{QemuError, QemuPaths, QemuVm, DEFAULT_QEMU};
+use crate::hypervisor::qemu::{self, QemuError, QemuPaths, QemuVm, DEFAULT_QEMU};
 use crate::hypervisor::sim_tee::{self, SimTee, SimTeeError};
 use crate::hypervisor::tee::{self, TeeKind};
+use crate::hypervisor::vmm_process::{VmmError, VmmProcess, VmmSpec};
 use crate::hypervisor::{HypervisorKind, VmConfig};
 use crate::kernel::{self, KernelError};
 
@@ -43,6 +44,11 @@ pub struct BootOptions {
     /// The sim CA's state directory (sim TEE only); `None` is
     /// [`sim_tee::default_state_dir`].
     pub sim_state: Option<PathBuf>,
+    /// Run the VM in a process of its own, started from this binary
+    /// (`<exe> vmm-serve`), so that it outlives this process: what the
+    /// containerd shim does. `None` runs QEMU's vsock backend and the sim
+    /// chip in this process (`cloister run`, `vm boot`).
+    pub detached_vmm: Option<PathBuf>,
 }
 
 impl BootOptions {
@@ -55,6 +61,7 @@ impl BootOptions {
                 memory_mib: 256,
                 vcpus: 1,
                 user_net: false,
+                tap: None,
             },
             hypervisor: HypervisorKind::Qemu,
             qemu_binary: DEFAULT_QEMU.to_string(),
@@ -65,6 +72,7 @@ impl BootOptions {
             tee: TeeKind::None,
             initdata: None,
             sim_state: None,
+            detached_vmm: None,
         }
     }
 }
@@ -81,6 +89,8 @@ pub enum BootError {
     Qemu(#[from] QemuError),
     #[error(transparent)]
     Sim(#[from] SimTeeError),
+    #[error(transparent)]
+    Vmm(#[from] VmmError),
     #[error("the VM exited ({status}) before its agent answered\n--- QEMU output ---\n{qemu_tail}\n--- serial console (last lines) ---\n{console_tail}")]
     VmDied {
         status: String,
@@ -96,10 +106,68 @@ pub enum BootError {
     },
 }
 
+/// The running VM: QEMU in this process, or a VMM process of its own.
+pub enum VmHandle {
+    InProcess(QemuVm),
+    Detached(VmmProcess),
+}
+
+impl VmHandle {
+    pub fn paths(&self) -> QemuPaths {
+        match self {
+            VmHandle::InProcess(q) => q.paths.clone(),
+            VmHandle::Detached(v) => v.paths(),
+        }
+    }
+
+    pub fn vsock_socket(&self) -> PathBuf {
+        self.paths().vsock_socket
+    }
+
+    /// `Some(why)` once the VM has ended.
+    pub fn try_wait(&mut self) -> Option<String> {
+        match self {
+            VmHandle::InProcess(q) => q.try_wait().map(|s| s.to_string()),
+            VmHandle::Detached(v) => v.try_wait().map(|e| e.reason),
+        }
+    }
+
+    /// The pid of the process running the guest (QEMU).
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            VmHandle::InProcess(q) => q.pid(),
+            VmHandle::Detached(v) => Some(v.qemu_pid),
+        }
+    }
+
+    pub fn launched_at(&self) -> Instant {
+        match self {
+            VmHandle::InProcess(q) => q.launched_at,
+            VmHandle::Detached(v) => v.launched_at,
+        }
+    }
+
+    pub fn console_tail(&self, lines: usize) -> String {
+        qemu::tail_of_file(&self.paths().console_log, lines)
+    }
+
+    pub fn qemu_log_tail(&self, lines: usize) -> String {
+        qemu::tail_of_file(&self.paths().qemu_log, lines)
+    }
+
+    /// Stops the VM; returns how it ended.
+    pub fn shutdown(&mut self, grace: Duration) -> Option<String> {
+        match self {
+            VmHandle::InProcess(q) => q.shutdown(grace).map(|s| s.to_string()),
+            VmHandle::Detached(v) => v.shutdown(grace).map(|e| e.reason),
+        }
+    }
+}
+
 /// A booted VM whose agent answered.
 pub struct Sandbox {
     // Fields drop in order: QEMU goes before the sim chip it talks to.
-    pub vm: QemuVm,
+    pub vm: VmHandle,
     pub agent: Agent,
     /// From launch to the first SERVING Health reply.
     pub ready_after: Duration,
@@ -112,6 +180,10 @@ pub struct Sandbox {
     pub measurement: Option<[u8; 48]>,
     /// HOST_DATA: sha256(initdata), zeros without initdata.
     pub host_data: [u8; 32],
+    /// The VM's run directory (sockets, logs).
+    pub run_dir: PathBuf,
+    /// The accelerator it runs on.
+    pub accel: Accel,
     sim: Option<SimTee>,
     _run_dir: Option<tempfile::TempDir>,
 }
@@ -130,8 +202,7 @@ impl Sandbox {
         let host_data = tee::host_data(opts.initdata.as_deref());
         // What is booted is what is measured: one VmConfig feeds both.
         let mut cfg = opts.vm.clone();
-        cfg.cmdline = crate::hypervisor::cmdline_with_net(&cfg.cmdline, cfg.user_net);
-        let sim = match opts.tee {
+        let measurement = match opts.tee {
             TeeKind::None => {
                 if opts.initdata.is_some() {
                     warn!("initdata given without a TEE: nothing carries its HOST_DATA, the guest cannot bind it");
@@ -140,27 +211,63 @@ impl Sandbox {
             }
             TeeKind::Sim => {
                 cfg.cmdline = sim_tee::cmdline_with_sim(&cfg.cmdline)?;
-                let measurement = sim_tee::measurement(&cfg)?;
-                let state = match &opts.sim_state {
-                    Some(s) => s.clone(),
-                    None => sim_tee::default_state_dir().ok_or(SimTeeError::NoStateDir)?,
-                };
-                let vsock = QemuPaths::in_dir(&dir).vsock_socket;
-                Some(SimTee::start(&state, &vsock, measurement, host_data)?)
+                Some(sim_tee::measurement(&cfg)?)
             }
+        };
+        let sim_state = match (&opts.tee, &opts.sim_state) {
+            (TeeKind::Sim, Some(s)) => Some(s.clone()),
+            (TeeKind::Sim, None) => {
+                Some(sim_tee::default_state_dir().ok_or(SimTeeError::NoStateDir)?)
+            }
+            _ => None,
         };
         let accel = opts.accel.unwrap_or_else(accel::detect);
         info!(
             accel = accel.name(),
             why = accel.reason(),
             tee = opts.tee.name(),
+            detached = opts.detached_vmm.is_some(),
             "accelerator"
         );
-        // On an error below, `vm` (declared after `sim`) is dropped first:
-        // QEMU stops before the sim chip does.
-        let mut vm = QemuVm::launch(&opts.qemu_binary, &cfg, accel, &dir)?;
-        let agent = wait_for_agent(&mut vm, opts.agent_port, opts.agent_timeout).await?;
-        let ready_after = vm.launched_at.elapsed();
+        let (mut vm, sim) = match &opts.detached_vmm {
+            Some(exe) => {
+                let spec = VmmSpec {
+                    vm: cfg.clone(),
+                    qemu_binary: opts.qemu_binary.clone(),
+                    accel,
+                    tee: opts.tee,
+                    host_data: hex::encode(host_data),
+                    measurement: hex::encode(measurement.unwrap_or([0; 48])),
+                    sim_state,
+                    run_dir: dir.clone(),
+                };
+                let v = VmmProcess::spawn(exe, &spec, Duration::from_secs(30))?;
+                (VmHandle::Detached(v), None)
+            }
+            None => {
+                let sim = match (measurement, sim_state) {
+                    (Some(m), Some(state)) => {
+                        let vsock = QemuPaths::in_dir(&dir).vsock_socket;
+                        Some(SimTee::start(&state, &vsock, m, host_data)?)
+                    }
+                    _ => None,
+                };
+                // On an error below, `sim` is dropped after QEMU is gone.
+                let q = QemuVm::launch(&opts.qemu_binary, &cfg, accel, &dir)?;
+                (VmHandle::InProcess(q), sim)
+            }
+        };
+        let agent = match wait_for_agent(&mut vm, opts.agent_port, opts.agent_timeout).await {
+            Ok(a) => a,
+            Err(e) => {
+                vm.shutdown(Duration::from_secs(2));
+                if let Some(s) = sim {
+                    s.stop();
+                }
+                return Err(e);
+            }
+        };
+        let ready_after = vm.launched_at().elapsed();
         info!(ms = ready_after.as_millis() as u64, "agent ready");
         Ok(Sandbox {
             vm,
@@ -168,21 +275,56 @@ impl Sandbox {
             ready_after,
             tee: opts.tee,
             cmdline: cfg.cmdline,
-            measurement: sim.as_ref().map(|s| s.measurement),
+            measurement,
             host_data,
+            run_dir: dir,
+            accel,
             sim,
             _run_dir: tmp,
         })
     }
 
-    /// The sim ARK certificate the KBS must be configured with (sim TEE only).
+    /// Finds a sandbox booted with `detached_vmm` again, from its run
+    /// directory: the VMM process must be alive and the agent must answer.
+    pub async fn attach(
+        run_dir: &Path,
+        tee: TeeKind,
+        measurement: Option<[u8; 48]>,
+        host_data: [u8; 32],
+        timeout: Duration,
+    ) -> Result<Sandbox, BootError> {
+        let v = VmmProcess::attach(run_dir)?;
+        let accel = v.spec().map(|s| s.accel).unwrap_or(Accel::Tcg);
+        let mut vm = VmHandle::Detached(v);
+        let agent = wait_for_agent(&mut vm, AGENT_VSOCK_PORT, timeout).await?;
+        Ok(Sandbox {
+            cmdline: String::new(),
+            vm,
+            agent,
+            ready_after: Duration::ZERO,
+            tee,
+            measurement,
+            host_data,
+            run_dir: run_dir.to_path_buf(),
+            accel,
+            sim: None,
+            _run_dir: None,
+        })
+    }
+
+    /// The sim ARK certificate the KBS must be configured with (sim TEE,
+    /// in-process VM only).
     pub fn sim_ark(&self) -> Option<&Path> {
         self.sim.as_ref().map(|s| s.ark_path())
     }
 
-    /// The sim chip's Unix socket (sim TEE only).
-    pub fn sim_socket(&self) -> Option<&Path> {
-        self.sim.as_ref().map(|s| s.socket())
+    /// The sim chip's Unix socket (sim TEE).
+    pub fn sim_socket(&self) -> Option<PathBuf> {
+        match (&self.sim, self.tee) {
+            (Some(s), _) => Some(s.socket().to_path_buf()),
+            (None, TeeKind::Sim) => Some(sim_tee::chip_socket(&self.vm.vsock_socket())),
+            _ => None,
+        }
     }
 
     pub async fn details(&self) -> anyhow::Result<GuestDetails> {
@@ -191,7 +333,7 @@ impl Sandbox {
 
     /// Stops the VM and waits until QEMU and the vsock backend are gone,
     /// then stops the sim chip.
-    pub fn shutdown(mut self) -> Option<std::process::ExitStatus> {
+    pub fn shutdown(mut self) -> Option<String> {
         let status = self.vm.shutdown(Duration::from_secs(5));
         if let Some(sim) = self.sim.take() {
             sim.stop();
@@ -219,13 +361,17 @@ fn run_dir(given: Option<&Path>) -> Result<(PathBuf, Option<tempfile::TempDir>),
 /// Polls the agent: connect over vsock, then Health, until SERVING, the VM
 /// dies, or the timeout passes. A guest that resets the connection is not
 /// ready yet (or has nothing on that port; only the timeout can tell).
-async fn wait_for_agent(vm: &mut QemuVm, port: u32, timeout: Duration) -> Result<Agent, BootError> {
+async fn wait_for_agent(
+    vm: &mut VmHandle,
+    port: u32,
+    timeout: Duration,
+) -> Result<Agent, BootError> {
     let started = Instant::now();
     let mut last = String::from("no attempt yet");
     loop {
         if let Some(status) = vm.try_wait() {
             return Err(BootError::VmDied {
-                status: status.to_string(),
+                status,
                 qemu_tail: vm.qemu_log_tail(TAIL_LINES),
                 console_tail: vm.console_tail(TAIL_LINES),
             });
@@ -240,7 +386,7 @@ async fn wait_for_agent(vm: &mut QemuVm, port: u32, timeout: Duration) -> Result
             });
         }
         let per_try = (timeout - elapsed).min(Duration::from_secs(2));
-        let sock = vm.vsock_socket().to_path_buf();
+        let sock = vm.vsock_socket();
         let attempt = tokio::task::spawn_blocking(move || connect_vsock(&sock, port, per_try))
             .await
             .expect("connect task");

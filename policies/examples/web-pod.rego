@@ -48,6 +48,34 @@ default StatsContainerRequest := false
 
 id_pattern := `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`
 
+# ---------------------------------------------------------------- network
+# The pod interface and routes the host's CNI chose: one interface's worth
+# of IPv4 (the host controls the pod network anyway).
+
+ipv4_pattern := `^((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])$`
+
+default UpdateInterfaceRequest := false
+
+UpdateInterfaceRequest if {
+	count(input.interface.addresses) <= 4
+	every a in input.interface.addresses {
+		regex.match(ipv4_pattern, a.address)
+	}
+}
+
+default UpdateRoutesRequest := false
+
+UpdateRoutesRequest if count(input.routes) <= 32
+
+# ------------------------------------------------------------------ files
+# Only where the standard mounts and the pod's volumes are bound from.
+
+copy_path_pattern := `^(hosts|hostname|resolv\.conf|containers/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/termination-log|serviceaccount(/[A-Za-z0-9_.-]+)*|volumes/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)$`
+
+default CopyFileRequest := false
+
+CopyFileRequest if regex.match(copy_path_pattern, input.path)
+
 valid_id(id) if regex.match(id_pattern, id)
 
 # ------------------------------------------------------------ containers

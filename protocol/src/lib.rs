@@ -40,6 +40,9 @@ pub const REQUEST_NAMES: &[&str] = &[
     "GetMetricsRequest",
     "GetGuestDetailsRequest",
     "SetPolicyRequest",
+    "UpdateInterfaceRequest",
+    "UpdateRoutesRequest",
+    "CopyFileRequest",
 ];
 
 #[cfg(test)]

@@ -122,14 +122,15 @@ async fn a_signed_image_runs_in_the_guest_and_an_unsigned_one_is_refused() {
     let img = signed_image(&reg, work.path());
     let allow_all = std::fs::read_to_string(repo_root().join("policies/allow-all.rego")).unwrap();
     let agent = &sb.agent;
-    agent
-        .create_sandbox(
-            "pod1",
-            "pod-one",
-            &initdata(&allow_all, &reg, &img.public_pem),
-        )
-        .await
-        .unwrap();
+    cloister_host::pod::start_sandbox(
+        agent,
+        "pod1",
+        "pod-one",
+        &initdata(&allow_all, &reg, &img.public_pem),
+        &cloister_host::pod::network::GuestNetwork::user(),
+    )
+    .await
+    .unwrap();
 
     // The container: security settings, output and exit code, from the
     // image pulled inside the guest.

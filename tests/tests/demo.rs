@@ -251,7 +251,9 @@ fn an_exec_the_policy_does_not_list_is_denied() {
             .await
             .unwrap();
         let a = &sb.agent;
-        a.create_sandbox("p", "p", &opts.initdata).await.unwrap();
+        cloister_host::pod::start_sandbox(a, "p", "p", &opts.initdata, &opts.network)
+            .await
+            .unwrap();
         a.create_container(
             "demo",
             &opts.image,

@@ -47,7 +47,7 @@ fn ctx() -> ttrpc::context::Context {
 /// A ttrpc client of the agent, on its own vsock connection.
 fn agent_rpc(sb: &Sandbox) -> AgentClient {
     let s = connect_vsock(
-        sb.vm.vsock_socket(),
+        &sb.vm.vsock_socket(),
         cloister_protocol::AGENT_VSOCK_PORT,
         Duration::from_secs(10),
     )
@@ -147,7 +147,7 @@ async fn sim_tee_binds_initdata_to_the_guests_report() {
     assert_eq!(r.initdata_sha256, hex::encode(digest));
 
     // The guest says what its report carried.
-    let console = std::fs::read_to_string(sb.vm.paths.console_log.clone()).unwrap();
+    let console = std::fs::read_to_string(sb.vm.paths().console_log.clone()).unwrap();
     let reports: Vec<&str> = console
         .lines()
         .filter(|l| l.contains("sim TEE report read"))

@@ -8,6 +8,9 @@
 //! - join an existing namespace by path (it could name the agent's own);
 //! - leave out the mount namespace (the container would share the agent's
 //!   mounts) or choose the cgroup (it is always `/cloister/<id>`).
+//!
+//! A `network` namespace is always the pod's (the guest's own, where the
+//! pod interface is): containers of a pod share it, as in Kubernetes.
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
@@ -123,6 +126,14 @@ pub fn prepare(json: &[u8], place: &Placement) -> Result<Spec, SpecError> {
     }
     if !has_mount_ns {
         return Err(SpecError::NoMountNamespace);
+    }
+    // A pod's containers share the pod's network, as in Kubernetes. Inside
+    // the guest that network is the VM's own namespace (the pod interface
+    // the host configured with UpdateInterface lives there), so a `network`
+    // namespace without a path means "the pod's": the container joins the
+    // agent's network namespace instead of getting an empty new one.
+    if let Some(nss) = linux.namespaces_mut() {
+        nss.retain(|ns| ns.typ() != LinuxNamespaceType::Network);
     }
     let cgroup = PathBuf::from(format!("{CGROUP_PARENT}/{}", place.container_id));
     if let Some(asked) = linux.cgroups_path() {
@@ -259,6 +270,26 @@ mod tests {
         let mut v = base();
         v.as_object_mut().unwrap().remove("linux");
         assert_eq!(run(v).unwrap_err(), SpecError::NoLinux);
+    }
+
+    #[test]
+    fn a_network_namespace_is_the_pods() {
+        let mut v = base();
+        v["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "network"}, {"type": "pid"}]);
+        let spec = run(v).unwrap();
+        let kinds: Vec<_> = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .iter()
+            .flatten()
+            .map(|n| n.typ())
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![LinuxNamespaceType::Mount, LinuxNamespaceType::Pid]
+        );
     }
 
     #[test]

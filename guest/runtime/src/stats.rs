@@ -6,6 +6,8 @@ pub struct Stats {
     pub cpu_usage_usec: u64,
     pub memory_bytes: u64,
     pub pids: u64,
+    /// `oom_kill` of `memory.events`: processes the OOM killer ended.
+    pub oom_kills: u64,
 }
 
 /// Reads `cpu.stat` usage_usec, `memory.current` and `pids.current`. A file
@@ -32,10 +34,20 @@ pub fn read(cgroup_dir: &Path) -> std::io::Result<Stats> {
             })
         })
         .unwrap_or(0);
+    let oom_kills = std::fs::read_to_string(cgroup_dir.join("memory.events"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+        })
+        .unwrap_or(0);
     Ok(Stats {
         cpu_usage_usec: cpu,
         memory_bytes: num("memory.current"),
         pids: num("pids.current"),
+        oom_kills,
     })
 }
 
@@ -52,12 +64,14 @@ mod tests {
         )
         .unwrap();
         std::fs::write(d.path().join("memory.current"), "4096\n").unwrap();
+        std::fs::write(d.path().join("memory.events"), "low 0\noom 2\noom_kill 1\n").unwrap();
         let s = read(d.path()).unwrap();
         assert_eq!(
             s,
             Stats {
                 cpu_usage_usec: 1234,
                 memory_bytes: 4096,
+                oom_kills: 1,
                 pids: 0
             }
         );

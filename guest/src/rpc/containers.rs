@@ -217,6 +217,7 @@ pub async fn stats(
         cpu_usage_usec: st.cpu_usage_usec,
         memory_bytes: st.memory_bytes,
         pids: st.pids,
+        oom_kills: st.oom_kills,
         ..Default::default()
     })
 }

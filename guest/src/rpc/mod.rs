@@ -4,7 +4,9 @@
 mod containers;
 mod control;
 mod details;
+mod files;
 mod health;
+mod network;
 mod processes;
 mod sandbox;
 mod service;

@@ -25,6 +25,8 @@ pub fn create(s: &AgentState, req: CreateSandboxRequest) -> ttrpc::Result<Create
             ),
         ));
     }
+    crate::net::check_dns(&req.dns)
+        .map_err(|e| status(ttrpc::Code::INVALID_ARGUMENT, e.to_string()))?;
     let initdata = Initdata::parse(&req.initdata).map_err(|e| {
         error!(error = %e, "CreateSandbox: initdata refused");
         status(ttrpc::Code::INVALID_ARGUMENT, e.to_string())
@@ -76,6 +78,9 @@ pub fn create(s: &AgentState, req: CreateSandboxRequest) -> ttrpc::Result<Create
         if let Err(e) = nix::unistd::sethostname(&req.hostname) {
             warn!(hostname = req.hostname, error = %e, "could not set the pod hostname");
         }
+    }
+    if let Err(e) = super::network::set_dns(s, &req.dns) {
+        warn!(error = %e, "could not write the guest's resolv.conf");
     }
     sb.info = Some(SandboxInfo {
         id: req.sandbox_id,

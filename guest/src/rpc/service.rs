@@ -7,7 +7,7 @@ use cloister_protocol::agent_ttrpc::Agent;
 use cloister_protocol::*;
 use ttrpc::r#async::TtrpcContext;
 
-use super::{containers, control, details, processes, sandbox, stdio, AgentState};
+use super::{containers, control, details, files, network, processes, sandbox, stdio, AgentState};
 
 pub struct AgentService {
     state: Arc<AgentState>,
@@ -164,5 +164,24 @@ impl Agent for AgentService {
     async fn set_policy(&self, _: Ctx<'_>, req: SetPolicyRequest) -> ttrpc::Result<Empty> {
         self.state.authorize(&req)?;
         control::set_policy(&self.state, req)
+    }
+
+    async fn update_interface(
+        &self,
+        _: Ctx<'_>,
+        req: UpdateInterfaceRequest,
+    ) -> ttrpc::Result<Interface> {
+        self.state.authorize(&req)?;
+        network::update_interface(&self.state, req)
+    }
+
+    async fn update_routes(&self, _: Ctx<'_>, req: UpdateRoutesRequest) -> ttrpc::Result<Routes> {
+        self.state.authorize(&req)?;
+        network::update_routes(&self.state, req)
+    }
+
+    async fn copy_file(&self, _: Ctx<'_>, req: CopyFileRequest) -> ttrpc::Result<Empty> {
+        self.state.authorize(&req)?;
+        files::copy_file(&self.state, req)
     }
 }

@@ -58,7 +58,8 @@ pub struct VmArgs {
     #[arg(long, default_value = cloister_host::hypervisor::qemu::DEFAULT_QEMU)]
     pub qemu: String,
     /// Give the guest QEMU user networking: it reaches the host's loopback
-    /// as 10.0.2.2 (`cloister.ip=10.0.2.15/24` joins the command line).
+    /// as 10.0.2.2 once it is told its address (UpdateInterface, after
+    /// CreateSandbox; `cloister run` does both).
     #[arg(long)]
     pub user_net: bool,
     /// Seconds to wait for the agent's Health reply.

@@ -87,6 +87,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         spec,
         container_id: args.id.clone(),
         pull_timeout: Duration::from_secs(args.pull_timeout),
+        network: cloister_host::pod::network::GuestNetwork::user(),
     };
     let report = runtime()?.block_on(cloister_host::run::run(
         &opts,

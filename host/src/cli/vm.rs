@@ -89,7 +89,7 @@ fn boot(args: BootArgs) -> anyhow::Result<()> {
         let sb = Sandbox::boot(&opts).await?;
         let details = sb.details().await;
         let ready_ms = sb.ready_after.as_millis();
-        let accel = sb.vm.accel;
+        let accel = sb.accel;
         let measurement = sb.measurement;
         let host_data = sb.host_data;
         let cmdline = sb.cmdline.clone();

@@ -5,7 +5,7 @@
 //! missing from /proc/cpuinfo.
 use std::path::Path;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Accel {
     Kvm,
     Tcg,

@@ -69,13 +69,26 @@ pub fn args(cfg: &VmConfig, accel: Accel, paths: &QemuPaths) -> Vec<OsString> {
     // The guest CID is not a QEMU property here: QEMU reads it from the
     // backend's config space (VsockDevice::config).
     a.push("vhost-user-vsock-device,chardev=vsock".into());
-    if cfg.user_net {
+    if let Some(tap) = &cfg.tap {
+        // The pod's tap (QEMU runs in the pod's network namespace); the
+        // guest NIC carries the MAC of the pod interface the tap mirrors.
+        a.push("-netdev".into());
+        a.push(
+            format!(
+                "tap,id=net0,ifname={},script=no,downscript=no,vhost=off",
+                tap.tap
+            )
+            .into(),
+        );
+        a.push("-device".into());
+        a.push(format!("virtio-net-device,netdev=net0,mac={}", tap.mac).into());
+    } else if cfg.user_net {
         // The guest reaches the host's loopback as 10.0.2.2 (a registry, a
         // KBS the tenant runs there); IPv6 stays off.
         a.push("-netdev".into());
         a.push("user,id=net0,ipv6=off".into());
         a.push("-device".into());
-        a.push("virtio-net-device,netdev=net0".into());
+        a.push(format!("virtio-net-device,netdev=net0,mac={}", super::USER_NET_MAC).into());
     }
     a.extend(boot_args(cfg));
     a
@@ -193,15 +206,30 @@ impl QemuVm {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        // If cloister dies without shutting the VM down (SIGKILL, crash),
+        // QEMU opens the pod's tap inside the pod's network namespace.
+        let netns = match &cfg.tap {
+            Some(t) => Some(File::open(&t.netns).map_err(|source| QemuError::File {
+                path: t.netns.display().to_string(),
+                source,
+            })?),
+            None => None,
+        };
+        let netns_fd = netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        // If its parent dies without shutting the VM down (SIGKILL, crash),
         // QEMU must not outlive it.
         // SAFETY: the closure runs in the forked child before exec and only
-        // calls prctl(2), which is async-signal-safe.
+        // calls prctl(2) and setns(2), which are async-signal-safe; the
+        // netns fd stays open in the parent until spawn returns.
         unsafe {
             use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = netns_fd {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -210,6 +238,7 @@ impl QemuVm {
             binary: binary.to_string(),
             source,
         })?;
+        drop(netns);
         info!(
             pid = child.id(),
             accel = accel.name(),
@@ -223,6 +252,11 @@ impl QemuVm {
             accel,
             launched_at,
         })
+    }
+
+    /// QEMU's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// The hybrid-vsock Unix socket that reaches the guest.
@@ -306,6 +340,7 @@ mod tests {
             memory_mib: 256,
             vcpus: 2,
             user_net: false,
+            tap: None,
         }
     }
 
@@ -361,18 +396,24 @@ mod tests {
             .collect::<Vec<_>>()
             .join(" ");
         assert!(
-            s.contains("-netdev user,id=net0,ipv6=off -device virtio-net-device,netdev=net0"),
+            s.contains("-netdev user,id=net0,ipv6=off -device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56"),
             "{s}"
         );
-        assert_eq!(
-            super::super::cmdline_with_net("console=ttyS0", true),
-            "console=ttyS0 cloister.ip=10.0.2.15/24"
+        c.tap = Some(crate::hypervisor::TapNet {
+            netns: "/var/run/netns/cni-1".into(),
+            tap: "tap0_cl".into(),
+            mac: "aa:bb:cc:dd:ee:ff".into(),
+        });
+        let s = args(&c, Accel::Tcg, &QemuPaths::in_dir(Path::new("/run/vm")))
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            s.contains("-netdev tap,id=net0,ifname=tap0_cl,script=no,downscript=no,vhost=off -device virtio-net-device,netdev=net0,mac=aa:bb:cc:dd:ee:ff"),
+            "{s}"
         );
-        assert_eq!(
-            super::super::cmdline_with_net("a cloister.ip=10.0.2.15/24", true),
-            "a cloister.ip=10.0.2.15/24"
-        );
-        assert_eq!(super::super::cmdline_with_net("a", false), "a");
+        assert!(!s.contains("user,id=net0"), "{s}");
     }
 
     #[test]

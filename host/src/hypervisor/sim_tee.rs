@@ -261,6 +261,7 @@ mod tests {
             memory_mib: 256,
             vcpus: 1,
             user_net: false,
+            tap: None,
         };
         // The known answer of cloister_measure::cloister_sim for these inputs.
         assert_eq!(

@@ -5,7 +5,7 @@
 use sha2::{Digest, Sha256};
 
 /// The TEE a VM boots with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum TeeKind {
     /// No TEE: initdata is not bound (development only).
     #[default]
