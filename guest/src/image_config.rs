@@ -7,6 +7,9 @@ use serde_json::Value;
 
 /// Fills `spec.process` from the image `config` (its JSON). Returns what was
 /// taken from the image, for the log.
+/// containerd's `defaultUnixEnv`.
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 pub fn apply(spec: &mut Value, config: &[u8]) -> Result<Vec<&'static str>, String> {
     let cfg: Value = serde_json::from_slice(config).map_err(|e| format!("image config: {e}"))?;
     let image = cfg.get("config").cloned().unwrap_or(Value::Null);
@@ -47,6 +50,12 @@ pub fn apply(spec: &mut Value, config: &[u8]) -> Result<Vec<&'static str>, Strin
             env.push(e);
             added = true;
         }
+    }
+    // Neither the spec nor the image sets PATH (`ctr run --rootfs`, an
+    // image built FROM scratch): the default containerd and Docker use.
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(DEFAULT_PATH.into());
+        added = true;
     }
     if added {
         process.insert("env".into(), Value::from(env));
@@ -110,6 +119,11 @@ mod tests {
             spec["process"]["args"],
             json!([]),
             "nothing to take: still empty (refused later)"
+        );
+        assert_eq!(
+            spec["process"]["env"],
+            json!([DEFAULT_PATH]),
+            "PATH defaults"
         );
     }
 }

@@ -1,0 +1,453 @@
+//! cloister as containerd's runtime: Debian's containerd 1.6, started by
+//! the test with its own root, state and socket, finds
+//! `containerd-shim-cloister-v2` on its PATH, and `ctr` runs containers in
+//! a real guest (QEMU/TCG) whose agent pulls a signed image from a real
+//! registry on loopback. The host rootfs containerd hands over is an empty
+//! directory: the host pulls and unpacks nothing.
+mod common;
+#[path = "../../guest/image/tests/common/mod.rs"]
+mod registry;
+#[path = "common/signed.rs"]
+mod signed;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use registry::{Mode, TestRegistry};
+use signed::{initdata, signed_image};
+
+const RUNTIME: &str = "io.containerd.cloister.v2";
+const NS: &str = "cloister-test";
+
+fn shim_bin() -> PathBuf {
+    let p = cloister_bin().with_file_name("containerd-shim-cloister-v2");
+    assert!(
+        p.is_file(),
+        "{} not built; run cargo test --workspace",
+        p.display()
+    );
+    p
+}
+
+/// Why this machine cannot run the test, if it cannot.
+fn missing() -> Option<String> {
+    if !nix_is_root() {
+        return Some("containerd needs root".into());
+    }
+    for tool in ["containerd", "ctr"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return Some(format!("{tool} is not installed (scripts/install-deps)"));
+        }
+    }
+    if kernel().is_none() || agent_initrd().is_none() || !qemu() {
+        return Some("no guest kernel, initramfs or QEMU".into());
+    }
+    if !registry::tools_present() {
+        return Some("docker-registry, skopeo or umoci missing".into());
+    }
+    None
+}
+
+fn nix_is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective uid.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A containerd of the test's own.
+struct Containerd {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Containerd {
+    fn start(cloister_config: &Path) -> Containerd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let bin = d.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink(shim_bin(), bin.join("containerd-shim-cloister-v2")).unwrap();
+        let config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{sock}\"\n[debug]\n  level = \"debug\"\n",
+            root = d.join("root").display(),
+            state = d.join("state").display(),
+            sock = d.join("containerd.sock").display(),
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .env("CLOISTER_CONFIG", cloister_config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let c = Containerd { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !c.sock().exists() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start:\n{}",
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.sock())
+            .args(["--namespace", NS])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}\n{}\n--- containerd ---\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            tail(&self.log(), 60)
+        );
+        text(&out.stdout)
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The node config of the test: its kernel and initramfs, a run directory
+/// of its own, no TEE (QEMU/TCG).
+fn node_config(dir: &Path) -> PathBuf {
+    let run = dir.join("run");
+    let policy = repo_root().join("policies/allow-all.rego");
+    let text = format!(
+        "[hypervisor]\nkernel = \"{}\"\ninitrd = \"{}\"\nmemory_mib = 512\n\n[tee]\ntype = \"none\"\n\n\
+         [defaults]\npolicy = \"{}\"\n\n[runtime]\nrun_dir = \"{}\"\n\n[log]\nlevel = \"debug\"\n",
+        kernel().unwrap().display(),
+        agent_initrd().unwrap().display(),
+        policy.display(),
+        run.display()
+    );
+    let p = dir.join("config.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn pods_left(run: &Path) -> Vec<String> {
+    std::fs::read_dir(run.join("pods"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn task_status(c: &Containerd, id: &str) -> Option<String> {
+    let out = c.ctr(&["task", "ls"]);
+    text(&out.stdout)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2).map(String::from))
+}
+
+#[test]
+fn ctr_runs_containers_in_a_cloister_vm() {
+    if let Some(why) = missing() {
+        skip_or_fail(&format!("ctr_runs_containers_in_a_cloister_vm: {why}"));
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(Mode::Http);
+    let img = signed_image(&reg, work.path());
+    let allow_all = std::fs::read_to_string(repo_root().join("policies/allow-all.rego")).unwrap();
+    let initdata_b64 = base64::engine::general_purpose::STANDARD.encode(initdata(
+        &allow_all,
+        &reg,
+        &img.public_pem,
+    ));
+    let cfg = node_config(work.path());
+    let run_dir = work.path().join("run");
+    let ctd = Containerd::start(&cfg);
+    // The host rootfs containerd would mount: cloister ignores it.
+    let empty = work.path().join("empty-rootfs");
+    std::fs::create_dir_all(&empty).unwrap();
+    let empty = empty.to_str().unwrap().to_string();
+    let image_ann = format!("io.kubernetes.cri.image-name={}", img.reference);
+    let init_ann = format!("cloister.dev/initdata={initdata_b64}");
+    let mut events = Command::new("ctr")
+        .arg("--address")
+        .arg(ctd.sock())
+        .args(["--namespace", NS, "events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // 1. A standalone container: its output and exit code through ctr.
+    let t0 = Instant::now();
+    let out = ctd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        "--annotation",
+        &image_ann,
+        "--annotation",
+        &init_ann,
+        &empty,
+        "solo",
+        "/bin/sh",
+        "-c",
+        "echo out-line; echo err-line >&2; cat /etc/motd; exit 3",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stdout:\n{stdout}\nstderr:\n{}\n--- containerd ---\n{}",
+        text(&out.stderr),
+        tail(&ctd.log(), 80)
+    );
+    assert!(stdout.contains("out-line\n"), "{stdout}");
+    assert!(stdout.contains("hello from the image\n"), "{stdout}");
+    assert!(
+        text(&out.stderr).contains("err-line"),
+        "{}",
+        text(&out.stderr)
+    );
+    eprintln!("ctr run to exit: {:?}", t0.elapsed());
+    wait_until(
+        "the solo pod to be cleaned up",
+        Duration::from_secs(20),
+        || pods_left(&run_dir).is_empty(),
+    );
+
+    // 2. A pod: the sandbox task boots the VM, two containers join it.
+    let sb_type = "io.kubernetes.cri.container-type=sandbox";
+    let sb_id = "io.kubernetes.cri.sandbox-id=pod1";
+    ctd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        "--annotation",
+        sb_type,
+        "--annotation",
+        sb_id,
+        "--annotation",
+        &init_ann,
+        &empty,
+        "pod1",
+        "/pause",
+    ]);
+    assert_eq!(task_status(&ctd, "pod1").as_deref(), Some("RUNNING"));
+    let c_type = "io.kubernetes.cri.container-type=container";
+    let out = ctd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        "--annotation",
+        c_type,
+        "--annotation",
+        sb_id,
+        "--annotation",
+        &image_ann,
+        &empty,
+        "pod1-a",
+        "/bin/sh",
+        "-c",
+        "echo from-a; exit 0",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stderr),
+        tail(&ctd.log(), 60)
+    );
+    assert!(
+        text(&out.stdout).contains("from-a"),
+        "{}",
+        text(&out.stdout)
+    );
+    // A long-running container: exec into it, then kill and delete it.
+    ctd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        "--annotation",
+        c_type,
+        "--annotation",
+        sb_id,
+        "--annotation",
+        &image_ann,
+        &empty,
+        "pod1-b",
+        "/bin/sh",
+        "-c",
+        "sleep 600",
+    ]);
+    let out = ctd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "pod1-b",
+        "/bin/sh",
+        "-c",
+        "echo exec-ok; exit 4",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}\n{}",
+        text(&out.stderr),
+        tail(&ctd.log(), 60)
+    );
+    assert!(
+        text(&out.stdout).contains("exec-ok"),
+        "{}",
+        text(&out.stdout)
+    );
+    // One VM serves the pod: one VMM process for both containers.
+    let shims = processes_mentioning("containerd-shim-cloister-v2 -namespace");
+    assert_eq!(shims.len(), 1, "one shim per pod: {shims:?}");
+    ctd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "pod1-b"]);
+    wait_until("pod1-b to stop", Duration::from_secs(30), || {
+        task_status(&ctd, "pod1-b").as_deref() == Some("STOPPED")
+    });
+    ctd.ctr_ok(&["task", "delete", "pod1-b"]);
+    ctd.ctr_ok(&["container", "delete", "pod1-b"]);
+    ctd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "pod1"]);
+    wait_until("the pod's sandbox to stop", Duration::from_secs(30), || {
+        task_status(&ctd, "pod1").as_deref() == Some("STOPPED")
+    });
+    ctd.ctr_ok(&["task", "delete", "pod1"]);
+    ctd.ctr_ok(&["container", "delete", "pod1"]);
+
+    // 3. The VMM dies under a running container: the task exits (255) and
+    // containerd hears of it.
+    ctd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        "--annotation",
+        &image_ann,
+        "--annotation",
+        &init_ann,
+        &empty,
+        "doomed",
+        "/bin/sh",
+        "-c",
+        "sleep 600",
+    ]);
+    let vm_dir = run_dir.join("pods/doomed/vm");
+    let qemu = processes_mentioning(vm_dir.to_str().unwrap());
+    assert!(!qemu.is_empty(), "the pod's VMM runs");
+    let ready: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(vm_dir.join("vmm.ready")).unwrap()).unwrap();
+    let pid = ready["qemu_pid"]
+        .as_u64()
+        .expect("vmm.ready names QEMU's pid");
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait_until("the doomed task to stop", Duration::from_secs(30), || {
+        task_status(&ctd, "doomed").as_deref() == Some("STOPPED")
+    });
+    let out = ctd.ctr_ok(&["task", "ls"]);
+    assert!(out.contains("doomed"), "{out}");
+    ctd.ctr_ok(&["task", "delete", "doomed"]);
+    ctd.ctr_ok(&["container", "delete", "doomed"]);
+
+    // Events containerd received from the shim.
+    let _ = events.kill();
+    let ev = events.wait_with_output().unwrap();
+    let ev = text(&ev.stdout);
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/delete",
+    ] {
+        assert!(ev.contains(topic), "no {topic} event:\n{ev}");
+    }
+    assert!(
+        ev.lines()
+            .any(|l| l.contains("/tasks/exit") && l.contains("doomed") && l.contains("255")),
+        "the VMM's death reached containerd as an exit with 255:\n{ev}"
+    );
+
+    // Nothing left behind: no pod directory, no process, no shim socket.
+    wait_until(
+        "every pod to be cleaned up",
+        Duration::from_secs(20),
+        || pods_left(&run_dir).is_empty(),
+    );
+    let left = processes_mentioning(run_dir.to_str().unwrap());
+    assert!(left.is_empty(), "processes left: {left:?}");
+    let shims = processes_mentioning("containerd-shim-cloister-v2 -namespace");
+    assert!(shims.is_empty(), "shims left: {shims:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(run_dir.to_str().unwrap()),
+        "mounts left under the run dir"
+    );
+    let ls = ctd.ctr_ok(&["task", "ls"]);
+    assert_eq!(ls.lines().count(), 1, "tasks left: {ls}");
+}
