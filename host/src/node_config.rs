@@ -543,4 +543,13 @@ level = "debug"
         let e = NodeConfig::load(d.path()).unwrap_err().to_string();
         assert!(e.starts_with("reading "), "{e}");
     }
+
+    #[test]
+    fn the_operators_guide_example_parses_as_the_defaults() {
+        let guide = include_str!("../../docs/operators.md");
+        let start = guide.find("```toml\n[hypervisor]").expect("the example") + 8;
+        let end = start + guide[start..].find("```").unwrap();
+        let c = NodeConfig::parse(&guide[start..end], "docs/operators.md").unwrap();
+        assert_eq!(c, NodeConfig::default(), "the guide shows the defaults");
+    }
 }

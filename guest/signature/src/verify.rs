@@ -44,16 +44,29 @@ pub struct AcceptedSignature {
     pub layer_digest: String,
 }
 
+impl Verified {
+    /// The image pinned to the verified digest, once: a reference that
+    /// already names the digest is not given it a second time.
+    pub fn pinned(&self) -> String {
+        let name = self
+            .image
+            .split_once('@')
+            .map_or(self.image.as_str(), |(n, _)| n);
+        format!("{name}@{}", self.manifest_digest)
+    }
+}
+
 impl std::fmt::Display for Verified {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.signatures.is_empty() {
             write!(
                 f,
-                "{}@{} accepted without signature (policy scope {}: insecureAcceptAnything)",
-                self.image, self.manifest_digest, self.scope
+                "{} accepted without signature (policy scope {}: insecureAcceptAnything)",
+                self.pinned(),
+                self.scope
             )
         } else {
-            write!(f, "{}@{} signed", self.image, self.manifest_digest)?;
+            write!(f, "{} signed", self.pinned())?;
             for s in &self.signatures {
                 write!(f, " by {} as {}", s.key, s.docker_reference)?;
             }
@@ -287,4 +300,35 @@ fn check_one(
         docker_reference: claims.docker_reference,
         layer_digest: layer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verified_reference_names_its_digest_once() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let v = |image: String| Verified {
+            image,
+            manifest_digest: d.clone(),
+            scope: Scope::Default,
+            signatures: vec![AcceptedSignature {
+                key: "key".into(),
+                docker_reference: "r".into(),
+                layer_digest: "l".into(),
+            }],
+        };
+        let plain = v("127.0.0.1:5000/demo:v1".into()).to_string();
+        let pinned = v(format!("127.0.0.1:5000/demo@{d}")).to_string();
+        assert!(
+            plain.starts_with(&format!("127.0.0.1:5000/demo:v1@{d} signed by key")),
+            "{plain}"
+        );
+        assert!(
+            pinned.starts_with(&format!("127.0.0.1:5000/demo@{d} signed by key")),
+            "{pinned}"
+        );
+        assert_eq!(pinned.matches("sha256:").count(), 1, "{pinned}");
+    }
 }

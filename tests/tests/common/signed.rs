@@ -1,5 +1,6 @@
 //! A signed busybox image in a test registry, and the initdata that lets a
 //! guest pull it (shared by the tests that run containers in a real VM).
+#![allow(dead_code)] // each test binary uses a part of it
 use std::path::Path;
 use std::process::Command;
 

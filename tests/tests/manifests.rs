@@ -1,0 +1,82 @@
+//! The deploy/ manifests parse into the Kubernetes API types, and the
+//! containerd snippet names the shim and the snapshotter the binaries serve.
+mod common;
+
+use common::repo_root;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_runtime_class_names_the_cloister_handler_and_its_measured_overhead() {
+    let rc: RuntimeClass =
+        serde_yaml::from_str(&read("deploy/kubernetes/runtimeclass.yaml")).unwrap();
+    assert_eq!(rc.metadata.name.as_deref(), Some("cloister"));
+    assert_eq!(rc.handler, "cloister");
+    let fixed = rc
+        .overhead
+        .and_then(|o| o.pod_fixed)
+        .expect("overhead.podFixed");
+    assert_eq!(fixed.get("memory"), Some(&Quantity("200Mi".into())));
+    assert!(fixed.contains_key("cpu"));
+    let sel = rc
+        .scheduling
+        .and_then(|s| s.node_selector)
+        .expect("a node selector");
+    assert_eq!(
+        sel.get("cloister.dev/runtime").map(String::as_str),
+        Some("true")
+    );
+}
+
+#[test]
+fn the_example_pod_uses_the_runtime_class_and_carries_initdata() {
+    let pod: Pod =
+        serde_yaml::from_str(&read("deploy/kubernetes/examples/confidential-pod.yaml")).unwrap();
+    let spec = pod.spec.expect("spec");
+    assert_eq!(spec.runtime_class_name.as_deref(), Some("cloister"));
+    let ann = pod.metadata.annotations.expect("annotations");
+    assert!(ann.contains_key("cloister.dev/initdata"));
+    assert!(spec.containers[0]
+        .image
+        .as_deref()
+        .unwrap()
+        .contains("@sha256:"));
+}
+
+#[test]
+fn the_containerd_snippet_wires_the_shim_and_the_guest_pull_snapshotter() {
+    let t: toml::Table = toml::from_str(&read("deploy/containerd/config.toml")).unwrap();
+    let cri = &t["plugins"]["io.containerd.grpc.v1.cri"]["containerd"];
+    assert_eq!(cri["snapshotter"].as_str(), Some("cloister"));
+    assert_eq!(cri["disable_snapshot_annotations"].as_bool(), Some(false));
+    let rt = &cri["runtimes"]["cloister"];
+    // containerd turns io.containerd.cloister.v2 into containerd-shim-cloister-v2.
+    assert_eq!(
+        rt["runtime_type"].as_str(),
+        Some("io.containerd.cloister.v2")
+    );
+    let pa: Vec<&str> = rt["pod_annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        pa.contains(&"cloister.dev/*") && pa.contains(&"io.katacontainers.*"),
+        "{pa:?}"
+    );
+    let proxy = &t["proxy_plugins"]["cloister"];
+    assert_eq!(proxy["type"].as_str(), Some("snapshot"));
+    // The address the snapshotter listens on by default.
+    let main = read("host/snapshotter/src/main.rs");
+    let addr = proxy["address"].as_str().unwrap();
+    assert!(
+        main.contains(&format!("default_value = \"{addr}\"")),
+        "{addr}"
+    );
+}
