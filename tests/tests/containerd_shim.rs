@@ -451,3 +451,94 @@ fn ctr_runs_containers_in_a_cloister_vm() {
     let ls = ctd.ctr_ok(&["task", "ls"]);
     assert_eq!(ls.lines().count(), 1, "tasks left: {ls}");
 }
+
+#[test]
+fn a_bad_node_config_or_annotation_is_refused_by_name() {
+    if let Some(why) = missing() {
+        skip_or_fail(&format!(
+            "a_bad_node_config_or_annotation_is_refused_by_name: {why}"
+        ));
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let empty = work.path().join("empty-rootfs");
+    std::fs::create_dir_all(&empty).unwrap();
+    let empty = empty.to_str().unwrap().to_string();
+
+    // A config with a misspelt key: the shim refuses to start, naming the
+    // file, the line and the key, and no VM is booted.
+    let bad = work.path().join("bad.toml");
+    std::fs::write(&bad, "[hypervisor]\nmemory_mib = 512\nvcpu = 2\n").unwrap();
+    let ctd = Containerd::start(&bad);
+    let out = ctd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        &empty,
+        "c1",
+        "/bin/true",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:3: key `hypervisor.vcpu`: unknown field",
+            bad.display()
+        )),
+        "{err}"
+    );
+    assert!(processes_mentioning("qemu-system")
+        .iter()
+        .all(|p| !p.contains(work.path().to_str().unwrap())));
+    drop(ctd);
+
+    // A good config, an annotation cloister does not know: refused by name.
+    let cfg = node_config(work.path());
+    let ctd = Containerd::start(&cfg);
+    let out = ctd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        "--annotation",
+        "cloister.dev/kernel=/evil",
+        "--annotation",
+        "io.kubernetes.cri.image-name=127.0.0.1:1/x:y",
+        &empty,
+        "c2",
+        "/bin/true",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("annotation cloister.dev/kernel: unknown"),
+        "{err}"
+    );
+    // An override the config does not allow.
+    let out = ctd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        "--annotation",
+        "cloister.dev/vcpus=2",
+        "--annotation",
+        "io.kubernetes.cri.image-name=127.0.0.1:1/x:y",
+        &empty,
+        "c3",
+        "/bin/true",
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cloister.dev/vcpus"),
+        "{err}"
+    );
+    assert!(
+        pods_left(&work.path().join("run")).is_empty(),
+        "a refused pod leaves nothing"
+    );
+}
