@@ -360,8 +360,12 @@ impl NodeConfig {
     }
 
     /// Where pod `id` keeps its state.
+    /// `<run_dir>/pods/<name>`: the id itself when short; a long id (CRI's
+    /// are 64 hex digits) becomes its first 16 characters and 15 hex digits
+    /// of its sha256, so the VM's Unix sockets inside stay under the 108
+    /// bytes of `sun_path`.
     pub fn pod_dir(&self, id: &str) -> PathBuf {
-        self.runtime.run_dir.join("pods").join(id)
+        self.runtime.run_dir.join("pods").join(pod_dir_name(id))
     }
 
     /// The TEE pods boot with.
@@ -425,6 +429,16 @@ impl NodeConfig {
 
 /// The 1-based line of `key` inside `[section]` (0 when the key is not
 /// written in the file, i.e. the default is at fault).
+fn pod_dir_name(id: &str) -> String {
+    use sha2::Digest;
+    if id.len() <= 32 {
+        return id.to_string();
+    }
+    let hash = hex::encode(sha2::Sha256::digest(id.as_bytes()));
+    let head: String = id.chars().take(16).collect();
+    format!("{head}-{}", &hash[..15])
+}
+
 /// `section.key` of line `line` (1-based), as far as the text shows it.
 fn key_at(text: &str, line: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -586,5 +600,17 @@ level = "debug"
         let end = start + guide[start..].find("```").unwrap();
         let c = NodeConfig::parse(&guide[start..end], "docs/operators.md").unwrap();
         assert_eq!(c, NodeConfig::default(), "the guide shows the defaults");
+    }
+
+    #[test]
+    fn long_pod_ids_get_short_distinct_directories() {
+        let c = NodeConfig::default();
+        assert_eq!(c.pod_dir("p1"), Path::new("/run/cloister/pods/p1"));
+        let a = format!("{}a", "f".repeat(63));
+        let b = format!("{}b", "f".repeat(63));
+        let (da, db) = (c.pod_dir(&a), c.pod_dir(&b));
+        assert_ne!(da, db);
+        assert_eq!(da.file_name().unwrap().len(), 32);
+        assert_eq!(da, c.pod_dir(&a), "stable: delete finds the same directory");
     }
 }

@@ -65,14 +65,22 @@ struct Containerd {
 
 impl Containerd {
     fn start(cloister_config: &Path) -> Containerd {
+        Self::start_with(cloister_config, |_| {
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n".to_string()
+        })
+    }
+
+    /// `extra(dir)` adds to containerd's config (before its first table).
+    fn start_with(cloister_config: &Path, extra: impl FnOnce(&Path) -> String) -> Containerd {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let bin = d.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::os::unix::fs::symlink(shim_bin(), bin.join("containerd-shim-cloister-v2")).unwrap();
         let config = format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n{extra}\n\
              [grpc]\n  address = \"{sock}\"\n[debug]\n  level = \"debug\"\n",
+            extra = extra(d),
             root = d.join("root").display(),
             state = d.join("state").display(),
             sock = d.join("containerd.sock").display(),
@@ -153,11 +161,16 @@ fn tail(s: &str, n: usize) -> String {
 /// The node config of the test: its kernel and initramfs, a run directory
 /// of its own, no TEE (QEMU/TCG).
 fn node_config(dir: &Path) -> PathBuf {
+    node_config_with(dir, "auto")
+}
+
+/// `network`: the node config's `[runtime] network`.
+fn node_config_with(dir: &Path, network: &str) -> PathBuf {
     let run = dir.join("run");
     let policy = repo_root().join("policies/allow-all.rego");
     let text = format!(
         "[hypervisor]\nkernel = \"{}\"\ninitrd = \"{}\"\nmemory_mib = 512\n\n[tee]\ntype = \"none\"\n\n\
-         [defaults]\npolicy = \"{}\"\n\n[runtime]\nrun_dir = \"{}\"\n\n[log]\nlevel = \"debug\"\n",
+         [defaults]\npolicy = \"{}\"\n\n[runtime]\nrun_dir = \"{}\"\nnetwork = \"{network}\"\n\n[log]\nlevel = \"debug\"\n",
         kernel().unwrap().display(),
         agent_initrd().unwrap().display(),
         policy.display(),
@@ -360,7 +373,7 @@ fn ctr_runs_containers_in_a_cloister_vm() {
         text(&out.stdout)
     );
     // One VM serves the pod: one VMM process for both containers.
-    let shims = processes_mentioning("containerd-shim-cloister-v2 -namespace");
+    let shims = processes_mentioning(&format!("containerd-shim-cloister-v2 -namespace {NS}"));
     assert_eq!(shims.len(), 1, "one shim per pod: {shims:?}");
     ctd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "pod1-b"]);
     wait_until("pod1-b to stop", Duration::from_secs(30), || {
@@ -441,7 +454,7 @@ fn ctr_runs_containers_in_a_cloister_vm() {
     );
     let left = processes_mentioning(run_dir.to_str().unwrap());
     assert!(left.is_empty(), "processes left: {left:?}");
-    let shims = processes_mentioning("containerd-shim-cloister-v2 -namespace");
+    let shims = processes_mentioning(&format!("containerd-shim-cloister-v2 -namespace {NS}"));
     assert!(shims.is_empty(), "shims left: {shims:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
@@ -541,4 +554,279 @@ fn a_bad_node_config_or_annotation_is_refused_by_name() {
         pods_left(&work.path().join("run")).is_empty(),
         "a refused pod leaves nothing"
     );
+}
+
+fn snapshotter_bin() -> PathBuf {
+    let p = cloister_bin().with_file_name("cloister-snapshotter");
+    assert!(
+        p.is_file(),
+        "{} not built; run cargo test --workspace",
+        p.display()
+    );
+    p
+}
+
+/// kubelet's side: CRI over containerd's socket.
+mod cri {
+    use std::path::PathBuf;
+
+    use hyper_util::rt::TokioIo;
+    use k8s_cri::v1::image_service_client::ImageServiceClient;
+    use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+    use tonic::transport::{Channel, Endpoint, Uri};
+
+    pub async fn channel(sock: PathBuf) -> Channel {
+        Endpoint::try_from("http://[::]:50051")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let sock = sock.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(sock).await?,
+                    ))
+                }
+            }))
+            .await
+            .unwrap()
+    }
+
+    pub fn runtime(c: Channel) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(c)
+    }
+
+    pub fn images(c: Channel) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(c)
+    }
+}
+
+/// The CRI plugin needs a pod IP from CNI, so the pod gets a real bridge
+/// network; all of it (containerd, the registry, the CNI bridge, the pod)
+/// lives in a network namespace of this test's thread, never the host's.
+#[test]
+fn kubelet_runs_a_signed_pod_through_the_cri_plugin_without_a_host_pull() {
+    if let Some(why) = missing() {
+        skip_or_fail(&format!("the CRI test: {why}"));
+        return;
+    }
+    // This thread (and every process it spawns) gets its own netns.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(up.success());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(cri_pod());
+}
+
+async fn cri_pod() {
+    use k8s_cri::v1::*;
+    let work = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(Mode::Http);
+    let img = signed_image(&reg, work.path());
+    let pause_dir = work.path().join("pause");
+    std::fs::create_dir_all(&pause_dir).unwrap();
+    let pause = registry::Layout::new(&pause_dir);
+    pause.busybox("v1", "amd64");
+    reg.push(&pause.path, "v1", "pause:v1", &[]);
+    let pause_ref = format!("{}/pause:v1", reg.host());
+    let allow_all = std::fs::read_to_string(repo_root().join("policies/allow-all.rego")).unwrap();
+    let initdata_b64 = base64::engine::general_purpose::STANDARD.encode(initdata(
+        &allow_all,
+        &reg,
+        &img.public_pem,
+    ));
+    // The guest reaches the registry on this netns's loopback through QEMU
+    // user networking (a guest on the CNI tap would need it on the bridge).
+    let cfg = node_config_with(work.path(), "user");
+    let run_dir = work.path().join("run");
+
+    // The guest-pull snapshotter, and containerd's CRI plugin using it.
+    let snap_sock = work.path().join("snap.sock");
+    let mut snap = Command::new(snapshotter_bin())
+        .arg("--root")
+        .arg(work.path().join("snap"))
+        .arg("--socket")
+        .arg(&snap_sock)
+        .stderr(std::fs::File::create(work.path().join("snap.log")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("the snapshotter socket", Duration::from_secs(10), || {
+        snap_sock.exists()
+    });
+    let cni = work.path().join("cni");
+    std::fs::create_dir_all(&cni).unwrap();
+    std::fs::write(
+        cni.join("10-cloister-test.conflist"),
+        r#"{"cniVersion": "0.4.0", "name": "cloister-test", "plugins": [
+            {"type": "bridge", "bridge": "cnitest0", "isGateway": true, "ipMasq": false,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/24"}]],
+                      "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "loopback"}]}"#,
+    )
+    .unwrap();
+    let host = reg.host();
+    let (snap_addr, cni_dir) = (snap_sock.clone(), cni.clone());
+    let ctd = Containerd::start_with(&cfg, move |d| {
+        format!(
+            "[proxy_plugins.cloister]\n  type = \"snapshot\"\n  address = \"{snap}\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"{pause_ref}\"\n  \
+             stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  snapshotter = \"cloister\"\n  \
+             disable_snapshot_annotations = false\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  \
+             runtime_type = \"io.containerd.runc.v2\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.cloister]\n  \
+             runtime_type = \"{RUNTIME}\"\n  pod_annotations = [\"cloister.dev/*\"]\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"/usr/lib/cni\"\n  conf_dir = \"{cni}\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{host}\"]\n  endpoint = [\"http://{host}\"]\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"{host}\".tls]\n  insecure_skip_verify = true\n",
+            snap = snap_addr.display(),
+            cni = cni_dir.display(),
+        ) + &format!("# state under {}\n", d.display())
+    });
+    let ch = cri::channel(ctd.sock()).await;
+    let mut rt = cri::runtime(ch.clone());
+    let mut images = cri::images(ch);
+
+    let logs = work.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let sandbox_config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "web".into(),
+            uid: "uid-1".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "web".into(),
+        log_directory: logs.display().to_string(),
+        annotations: [("cloister.dev/initdata".to_string(), initdata_b64)].into(),
+        linux: Some(LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: "cloister".into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", tail(&ctd.log(), 80)))
+        .into_inner()
+        .pod_sandbox_id;
+    let pod_ready = t0.elapsed();
+    images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: img.reference.clone(),
+                ..Default::default()
+            }),
+            sandbox_config: Some(sandbox_config.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", tail(&ctd.log(), 80)));
+    let created = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "app".into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: img.reference.clone(),
+                    ..Default::default()
+                }),
+                command: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "echo cri-hello; cat /etc/motd; exit 6".into(),
+                ],
+                log_path: "app.log".into(),
+                linux: Some(LinuxContainerConfig::default()),
+                ..Default::default()
+            }),
+            sandbox_config: Some(sandbox_config.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", tail(&ctd.log(), 80)))
+        .into_inner()
+        .container_id;
+    rt.start_container(StartContainerRequest {
+        container_id: created.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", tail(&ctd.log(), 80)));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let s = rt
+            .container_status(ContainerStatusRequest {
+                container_id: created.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        if s.state == ContainerState::ContainerExited as i32 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container did not exit: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let to_exit = t0.elapsed();
+    assert_eq!(status.exit_code, 6, "{status:?}");
+    let log = std::fs::read_to_string(logs.join("app.log")).unwrap_or_default();
+    assert!(log.contains(" stdout F cri-hello"), "CRI log: {log}");
+    assert!(log.contains("hello from the image"), "CRI log: {log}");
+    eprintln!("CRI RunPodSandbox: {pod_ready:?}; RunPodSandbox to container exited: {to_exit:?}");
+
+    // The host pulled and unpacked no layer: the snapshots CRI prepared
+    // through the guest-pull snapshotter exist and are empty directories.
+    let snaps = work.path().join("snap/snapshots");
+    let (mut dirs, mut files) = (0, Vec::new());
+    let mut stack = vec![snaps.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                dirs += 1;
+                stack.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    assert!(dirs > 0, "no snapshot under {}", snaps.display());
+    assert!(files.is_empty(), "image files on the host: {files:?}");
+
+    rt.remove_container(RemoveContainerRequest {
+        container_id: created,
+    })
+    .await
+    .unwrap();
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    wait_until("the pod to be cleaned up", Duration::from_secs(20), || {
+        pods_left(&run_dir).is_empty()
+    });
+    let left = processes_mentioning(run_dir.to_str().unwrap());
+    assert!(left.is_empty(), "processes left: {left:?}");
+    let _ = snap.kill();
+    let _ = snap.wait();
 }
