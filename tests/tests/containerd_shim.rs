@@ -807,6 +807,89 @@ async fn cri_pod() {
     assert!(dirs > 0, "no snapshot under {}", snaps.display());
     assert!(files.is_empty(), "image files on the host: {files:?}");
 
+    // An ocicrypt-encrypted, signed image: containerd on Debian cannot
+    // unpack it ("failed to get stream processor"), and through the
+    // guest-pull snapshotter it does not have to. The guest verifies it and,
+    // with no key released to this no-TEE pod, refuses to run it, naming why.
+    // (Its own layer: a layer the guest already unpacked from the signed
+    // image above would be reused by diff_id, needing no key.)
+    let secret_dir = work.path().join("secret");
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    let secret_layout = registry::Layout::new(&secret_dir);
+    secret_layout.busybox("v1", "amd64");
+    secret_layout.change("v1", |rootfs| {
+        std::fs::write(rootfs.join("secret.txt"), "only the guest may read this\n").unwrap();
+    });
+    let (_, key_pub) = registry::rsa_keypair(work.path(), "enc");
+    let enc = format!("jwe:{}", key_pub.display());
+    reg.push(
+        &secret_layout.path,
+        "v1",
+        "secret:v1",
+        &["--encryption-key", &enc],
+    );
+    let secret = format!("{}/secret:v1", reg.host());
+    let out = Command::new(cloister_bin())
+        .args(["image", "sign", "--registry-insecure-http", "--key"])
+        .arg(work.path().join("cosign.key"))
+        .arg(&secret)
+        .env("COSIGN_PASSWORD", signed::PASSWORD)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: secret.clone(),
+                ..Default::default()
+            }),
+            sandbox_config: Some(sandbox_config.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PullImage of the encrypted image: {e}\n{}",
+                tail(&ctd.log(), 40)
+            )
+        });
+    let enc_id = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "secret".into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: secret.clone(),
+                    ..Default::default()
+                }),
+                command: vec!["/bin/cat".into(), "/secret.txt".into()],
+                log_path: "secret.log".into(),
+                linux: Some(LinuxContainerConfig::default()),
+                ..Default::default()
+            }),
+            sandbox_config: Some(sandbox_config.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    let e = rt
+        .start_container(StartContainerRequest {
+            container_id: enc_id.clone(),
+        })
+        .await
+        .expect_err("an encrypted image without its key must not run");
+    eprintln!("encrypted image without a key: {}", e.message());
+    assert!(e.message().contains("encrypt"), "{}", e.message());
+    rt.remove_container(RemoveContainerRequest {
+        container_id: enc_id,
+    })
+    .await
+    .unwrap();
+
     rt.remove_container(RemoveContainerRequest {
         container_id: created,
     })

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use crate::common::{cloister_bin, text};
 use crate::registry::{Layout, TestRegistry};
 
-const PASSWORD: &str = "test-pass";
+pub const PASSWORD: &str = "test-pass";
 
 /// A busybox image with the applets the tests use, signed with a fresh key.
 pub struct SignedImage {
