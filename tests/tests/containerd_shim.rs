@@ -48,6 +48,13 @@ fn missing() -> Option<String> {
     if !registry::tools_present() {
         return Some("docker-registry, skopeo or umoci missing".into());
     }
+    for plugin in ["bridge", "host-local", "loopback"] {
+        if !Path::new("/usr/lib/cni").join(plugin).is_file() {
+            return Some(format!(
+                "/usr/lib/cni/{plugin} missing (containernetworking-plugins)"
+            ));
+        }
+    }
     None
 }
 
