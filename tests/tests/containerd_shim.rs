@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::*;
 use registry::{Mode, TestRegistry};
-use signed::{initdata, signed_image};
+use signed::{initdata, initdata_via, signed_image};
 
 const RUNTIME: &str = "io.containerd.cloister.v2";
 const NS: &str = "cloister-test";
@@ -629,6 +629,25 @@ fn kubelet_runs_a_signed_pod_through_the_cri_plugin_without_a_host_pull() {
     rt.block_on(cri_pod());
 }
 
+/// The CNI bridge's address in the test's netns (the pods' gateway).
+const GATEWAY: &str = "10.99.0.1";
+
+/// Forwards `GATEWAY:port` to `127.0.0.1:port` (the registry).
+async fn forward_to_loopback(port: u16) {
+    let l = tokio::net::TcpListener::bind((GATEWAY, port))
+        .await
+        .unwrap_or_else(|e| panic!("binding {GATEWAY}:{port}: {e}"));
+    tokio::spawn(async move {
+        while let Ok((mut a, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut b) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
+        }
+    });
+}
+
 async fn cri_pod() {
     use k8s_cri::v1::*;
     let work = tempfile::tempdir().unwrap();
@@ -641,14 +660,16 @@ async fn cri_pod() {
     reg.push(&pause.path, "v1", "pause:v1", &[]);
     let pause_ref = format!("{}/pause:v1", reg.host());
     let allow_all = std::fs::read_to_string(repo_root().join("policies/allow-all.rego")).unwrap();
-    let initdata_b64 = base64::engine::general_purpose::STANDARD.encode(initdata(
+    let initdata_b64 = base64::engine::general_purpose::STANDARD.encode(initdata_via(
         &allow_all,
         &reg,
         &img.public_pem,
+        GATEWAY,
     ));
-    // The guest reaches the registry on this netns's loopback through QEMU
-    // user networking (a guest on the CNI tap would need it on the bridge).
-    let cfg = node_config_with(work.path(), "user");
+    // The guest is on the pod's CNI interface (tap + tc redirect); it
+    // reaches the registry through the bridge's gateway address, where a
+    // forwarder of this test passes connections to the registry's loopback.
+    let cfg = node_config_with(work.path(), "auto");
     let run_dir = work.path().join("run");
 
     // The guest-pull snapshotter, and containerd's CRI plugin using it.
@@ -725,6 +746,8 @@ async fn cri_pod() {
         .into_inner()
         .pod_sandbox_id;
     let pod_ready = t0.elapsed();
+    // CNI made the bridge: now the gateway address exists.
+    forward_to_loopback(reg.port).await;
     images
         .pull_image(PullImageRequest {
             image: Some(ImageSpec {
@@ -813,6 +836,86 @@ async fn cri_pod() {
     }
     assert!(dirs > 0, "no snapshot under {}", snaps.display());
     assert!(files.is_empty(), "image files on the host: {files:?}");
+
+    // The pod's IP reaches a server in the container: host → bridge → veth
+    // → tc redirect → tap → the guest's interface.
+    let ip = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    assert!(ip.starts_with("10.99.0."), "pod IP {ip:?}");
+    let web = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "web".into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: img.reference.clone(),
+                    ..Default::default()
+                }),
+                command: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "echo pod-says-hi > /tmp/i; exec /bin/busybox httpd -f -p 8080 -h /tmp".into(),
+                ],
+                log_path: "web.log".into(),
+                linux: Some(LinuxContainerConfig::default()),
+                ..Default::default()
+            }),
+            sandbox_config: Some(sandbox_config.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(StartContainerRequest {
+        container_id: web.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer web: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let page = loop {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let got = async {
+            let mut s = tokio::net::TcpStream::connect((ip.as_str(), 8080))
+                .await
+                .ok()?;
+            s.write_all(b"GET /i HTTP/1.0\r\n\r\n").await.ok()?;
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).await.ok()?;
+            Some(String::from_utf8_lossy(&buf).into_owned())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), got).await {
+            Ok(Some(p)) if p.contains("pod-says-hi") => break p,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer from {ip}:8080 in the pod"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    rt.stop_container(StopContainerRequest {
+        container_id: web.clone(),
+        timeout: 5,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(RemoveContainerRequest { container_id: web })
+        .await
+        .unwrap();
 
     // An ocicrypt-encrypted, signed image: containerd on Debian cannot
     // unpack it ("failed to get stream processor"), and through the

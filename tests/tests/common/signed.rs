@@ -61,6 +61,16 @@ pub fn signed_image(reg: &TestRegistry, dir: &Path) -> SignedImage {
 /// Initdata: `policy`, a signature policy requiring the test key, and the
 /// registry on the host's loopback through the guest's 10.0.2.2.
 pub fn initdata(policy: &str, reg: &TestRegistry, public_pem: &[u8]) -> String {
+    initdata_via(
+        policy,
+        reg,
+        public_pem,
+        cloister_host::hypervisor::USER_NET_HOST,
+    )
+}
+
+/// The same, with the guest reaching the registry's port at `host`.
+pub fn initdata_via(policy: &str, reg: &TestRegistry, public_pem: &[u8], host: &str) -> String {
     let key = base64::engine::general_purpose::STANDARD.encode(public_pem);
     let image_policy = serde_json::json!({
         "default": [{"type": "reject"}],
@@ -68,7 +78,7 @@ pub fn initdata(policy: &str, reg: &TestRegistry, public_pem: &[u8]) -> String {
     });
     let registry = serde_json::json!({
         "insecure_http": true,
-        "mirrors": {reg.host(): format!("{}:{}", cloister_host::hypervisor::USER_NET_HOST, reg.port)}
+        "mirrors": {reg.host(): format!("{host}:{}", reg.port)}
     });
     format!(
         "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"policy.rego\" = '''\n{policy}\n'''\n\"image-policy.json\" = '''{image_policy}'''\n\"registry.json\" = '''{registry}'''\n"
