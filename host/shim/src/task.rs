@@ -48,6 +48,18 @@ fn unimplemented(what: &str) -> containerd_shim::protos::ttrpc::Error {
 }
 
 impl CloisterTask {
+    /// An unreachable agent's error names the pod and where its VM lives.
+    fn named(&self, e: ShimError) -> ShimError {
+        match e {
+            ShimError::Unavailable(m) => ShimError::Unavailable(format!(
+                "pod {} (VM in {}): {m}",
+                self.pod_hint,
+                self.inner.cfg.pod_dir(&self.pod_hint).join("vm").display()
+            )),
+            other => other,
+        }
+    }
+
     /// After a shim restart the pod is found again from its state file.
     async fn ensure_restored(&self) {
         if self.inner.rt.lock().await.pod.is_some() || self.pod_hint.is_empty() {
@@ -80,7 +92,11 @@ impl Task for CloisterTask {
             stderr: req.stderr,
             terminal: req.terminal,
         };
-        let pid = self.inner.create(&req.id, &req.bundle, stdio).await?;
+        let pid = self
+            .inner
+            .create(&req.id, &req.bundle, stdio)
+            .await
+            .map_err(|e| self.named(e))?;
         Ok(CreateTaskResponse {
             pid,
             ..Default::default()
@@ -90,7 +106,11 @@ impl Task for CloisterTask {
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
         info!(id = req.id, exec = req.exec_id, "Start");
         self.ensure_restored().await;
-        let pid = self.inner.start(&req.id, &req.exec_id).await?;
+        let pid = self
+            .inner
+            .start(&req.id, &req.exec_id)
+            .await
+            .map_err(|e| self.named(e))?;
         Ok(StartResponse {
             pid,
             ..Default::default()
@@ -99,7 +119,11 @@ impl Task for CloisterTask {
 
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
         self.ensure_restored().await;
-        let (rec, p, pid) = self.inner.state(&req.id, &req.exec_id).await?;
+        let (rec, p, pid) = self
+            .inner
+            .state(&req.id, &req.exec_id)
+            .await
+            .map_err(|e| self.named(e))?;
         let status = match (p.status, &p.exit) {
             (_, Some(_)) | (Status::Stopped, _) => TaskStatus::STOPPED,
             (Status::Created, _) => TaskStatus::CREATED,
@@ -128,7 +152,11 @@ impl Task for CloisterTask {
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
         info!(id = req.id, exec = req.exec_id, "Delete");
         self.ensure_restored().await;
-        let (pid, exit) = self.inner.delete(&req.id, &req.exec_id).await?;
+        let (pid, exit) = self
+            .inner
+            .delete(&req.id, &req.exec_id)
+            .await
+            .map_err(|e| self.named(e))?;
         Ok(DeleteResponse {
             pid,
             exit_status: exit.status,
@@ -141,7 +169,11 @@ impl Task for CloisterTask {
         self.ensure_restored().await;
         // The host sees one process of the pod: the VMM. Guest pids mean
         // nothing on the host, and listing them is the agent's business.
-        let (_, _, pid) = self.inner.state(&req.id, "").await?;
+        let (_, _, pid) = self
+            .inner
+            .state(&req.id, "")
+            .await
+            .map_err(|e| self.named(e))?;
         let processes = if pid == 0 {
             vec![]
         } else {
@@ -193,7 +225,10 @@ impl Task for CloisterTask {
             "Kill"
         );
         self.ensure_restored().await;
-        self.inner.kill(&req.id, &req.exec_id, req.signal).await?;
+        self.inner
+            .kill(&req.id, &req.exec_id, req.signal)
+            .await
+            .map_err(|e| self.named(e))?;
         Ok(Empty::new())
     }
 
@@ -218,7 +253,10 @@ impl Task for CloisterTask {
             stderr: req.stderr,
             terminal: req.terminal,
         };
-        self.inner.exec(&req.id, &req.exec_id, stdio, spec).await?;
+        self.inner
+            .exec(&req.id, &req.exec_id, stdio, spec)
+            .await
+            .map_err(|e| self.named(e))?;
         Ok(Empty::new())
     }
 
@@ -246,7 +284,10 @@ impl Task for CloisterTask {
         );
         self.ensure_restored().await;
         if req.stdin {
-            self.inner.close_stdin(&req.id, &req.exec_id).await?;
+            self.inner
+                .close_stdin(&req.id, &req.exec_id)
+                .await
+                .map_err(|e| self.named(e))?;
         }
         Ok(Empty::new())
     }
@@ -261,7 +302,11 @@ impl Task for CloisterTask {
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
         self.ensure_restored().await;
-        let exit = self.inner.wait(&req.id, &req.exec_id).await?;
+        let exit = self
+            .inner
+            .wait(&req.id, &req.exec_id)
+            .await
+            .map_err(|e| self.named(e))?;
         Ok(WaitResponse {
             exit_status: exit.status,
             exited_at: Some(ts(&exit)).into(),
@@ -271,7 +316,7 @@ impl Task for CloisterTask {
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
         self.ensure_restored().await;
-        let s = self.inner.stats(&req.id).await?;
+        let s = self.inner.stats(&req.id).await.map_err(|e| self.named(e))?;
         let m = Metrics {
             cpu: Some(CPUStat {
                 usage_usec: s.cpu_usage_usec,
