@@ -368,6 +368,8 @@ async fn wait_for_agent(
 ) -> Result<Agent, BootError> {
     let started = Instant::now();
     let mut last = String::from("no attempt yet");
+    // Each reason is logged when it first appears, not on every 10 ms try.
+    let mut logged = String::new();
     loop {
         if let Some(status) = vm.try_wait() {
             return Err(BootError::VmDied {
@@ -403,7 +405,10 @@ async fn wait_for_agent(
             Err(e @ ConnectError::Socket { .. }) => last = e.to_string(),
             Err(e) => last = e.to_string(),
         }
-        debug!(%last, "agent not ready");
+        if last != logged {
+            debug!(%last, "agent not ready");
+            logged.clone_from(&last);
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
