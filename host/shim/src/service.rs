@@ -406,17 +406,7 @@ impl Inner {
                     }
                     let _ = p.tx.send(Some(exit.clone()));
                     if let Some(st) = rt.state.as_mut() {
-                        if let Some(rec) = st.containers.get_mut(&c) {
-                            let pr = if e.is_empty() {
-                                Some(&mut rec.init)
-                            } else {
-                                rec.execs.get_mut(&e)
-                            };
-                            if let Some(pr) = pr {
-                                pr.status = Status::Stopped;
-                                pr.exit = Some(exit.clone());
-                            }
-                        }
+                        st.record_exit(&c, &e, &exit);
                     }
                     exits.push((c, e, exit));
                 }
@@ -505,17 +495,7 @@ impl Inner {
                 }
                 let _ = p.tx.send(Some(exit.clone()));
                 if let Some(st) = rt.state.as_mut() {
-                    if let Some(rec) = st.containers.get_mut(&c) {
-                        let pr = if e.is_empty() {
-                            Some(&mut rec.init)
-                        } else {
-                            rec.execs.get_mut(&e)
-                        };
-                        if let Some(pr) = pr {
-                            pr.status = Status::Stopped;
-                            pr.exit = Some(exit.clone());
-                        }
-                    }
+                    st.record_exit(&c, &e, &exit);
                 }
                 Self::save(&rt);
             }
@@ -859,11 +839,11 @@ impl Inner {
                 }
                 let _ = p.tx.send(Some(exit.clone()));
             }
-            if let Ok(rec) = Self::record(&mut rt, id) {
-                rec.init.status = Status::Stopped;
-                rec.init.exit = Some(exit.clone());
+            if let Some(st) = rt.state.as_mut() {
+                st.record_exit(id, "", &exit);
             }
-            rt.state.as_ref().map(|_| 0).unwrap_or(0)
+            // The VM is gone: no host process stands for the sandbox.
+            0
         };
         self.publish_exit(id, "", pid, &exit).await;
     }
@@ -899,17 +879,7 @@ impl Inner {
         }
         if let Some(st) = rt.state.as_mut() {
             for (c, e, exit) in &exits {
-                if let Some(rec) = st.containers.get_mut(c) {
-                    let pr = if e.is_empty() {
-                        Some(&mut rec.init)
-                    } else {
-                        rec.execs.get_mut(e)
-                    };
-                    if let Some(pr) = pr {
-                        pr.status = Status::Stopped;
-                        pr.exit = Some(exit.clone());
-                    }
-                }
+                st.record_exit(c, e, exit);
             }
         }
         Self::save(&rt);

@@ -114,6 +114,22 @@ pub enum StateError {
 }
 
 impl PodState {
+    /// Records that process `exec` of `container` ("" for its init) ended.
+    pub fn record_exit(&mut self, container: &str, exec: &str, exit: &Exit) {
+        let Some(rec) = self.containers.get_mut(container) else {
+            return;
+        };
+        let p = if exec.is_empty() {
+            Some(&mut rec.init)
+        } else {
+            rec.execs.get_mut(exec)
+        };
+        if let Some(p) = p {
+            p.status = Status::Stopped;
+            p.exit = Some(exit.clone());
+        }
+    }
+
     pub fn path(pod_dir: &Path) -> PathBuf {
         pod_dir.join(STATE_FILE)
     }
