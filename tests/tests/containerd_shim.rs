@@ -648,6 +648,35 @@ async fn forward_to_loopback(port: u16) {
     });
 }
 
+/// A CRI CreateContainer of `command` from `image`, logging to `<name>.log`.
+fn create_request(
+    pod: &str,
+    sandbox: &k8s_cri::v1::PodSandboxConfig,
+    name: &str,
+    image: &str,
+    command: Vec<String>,
+) -> k8s_cri::v1::CreateContainerRequest {
+    use k8s_cri::v1::*;
+    CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            command,
+            log_path: format!("{name}.log"),
+            linux: Some(LinuxContainerConfig::default()),
+            ..Default::default()
+        }),
+        sandbox_config: Some(sandbox.clone()),
+    }
+}
+
 async fn cri_pod() {
     use k8s_cri::v1::*;
     let work = tempfile::tempdir().unwrap();
@@ -760,28 +789,17 @@ async fn cri_pod() {
         .await
         .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", tail(&ctd.log(), 80)));
     let created = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: "app".into(),
-                    attempt: 0,
-                }),
-                image: Some(ImageSpec {
-                    image: img.reference.clone(),
-                    ..Default::default()
-                }),
-                command: vec![
-                    "/bin/sh".into(),
-                    "-c".into(),
-                    "echo cri-hello; cat /etc/motd; exit 6".into(),
-                ],
-                log_path: "app.log".into(),
-                linux: Some(LinuxContainerConfig::default()),
-                ..Default::default()
-            }),
-            sandbox_config: Some(sandbox_config.clone()),
-        })
+        .create_container(create_request(
+            &pod,
+            &sandbox_config,
+            "app",
+            &img.reference,
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo cri-hello; cat /etc/motd; exit 6".into(),
+            ],
+        ))
         .await
         .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", tail(&ctd.log(), 80)))
         .into_inner()
@@ -853,28 +871,17 @@ async fn cri_pod() {
         .unwrap_or_default();
     assert!(ip.starts_with("10.99.0."), "pod IP {ip:?}");
     let web = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: "web".into(),
-                    attempt: 0,
-                }),
-                image: Some(ImageSpec {
-                    image: img.reference.clone(),
-                    ..Default::default()
-                }),
-                command: vec![
-                    "/bin/sh".into(),
-                    "-c".into(),
-                    "echo pod-says-hi > /tmp/i; exec /bin/busybox httpd -f -p 8080 -h /tmp".into(),
-                ],
-                log_path: "web.log".into(),
-                linux: Some(LinuxContainerConfig::default()),
-                ..Default::default()
-            }),
-            sandbox_config: Some(sandbox_config.clone()),
-        })
+        .create_container(create_request(
+            &pod,
+            &sandbox_config,
+            "web",
+            &img.reference,
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo pod-says-hi > /tmp/i; exec /bin/busybox httpd -f -p 8080 -h /tmp".into(),
+            ],
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -964,24 +971,13 @@ async fn cri_pod() {
             )
         });
     let enc_id = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: "secret".into(),
-                    attempt: 0,
-                }),
-                image: Some(ImageSpec {
-                    image: secret.clone(),
-                    ..Default::default()
-                }),
-                command: vec!["/bin/cat".into(), "/secret.txt".into()],
-                log_path: "secret.log".into(),
-                linux: Some(LinuxContainerConfig::default()),
-                ..Default::default()
-            }),
-            sandbox_config: Some(sandbox_config.clone()),
-        })
+        .create_container(create_request(
+            &pod,
+            &sandbox_config,
+            "secret",
+            &secret,
+            vec!["/bin/cat".into(), "/secret.txt".into()],
+        ))
         .await
         .unwrap()
         .into_inner()
