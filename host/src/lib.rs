@@ -13,6 +13,7 @@ pub mod demo;
 pub mod devices;
 pub mod hypervisor;
 pub mod initrd;
+pub mod install;
 pub mod kernel;
 pub mod node_config;
 pub mod pod;

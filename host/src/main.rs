@@ -48,6 +48,10 @@ enum Command {
     /// The demo: a local KBS and registry, an encrypted and signed image, and
     /// one confidential container run end to end (sim TEE), then cleaned up.
     Demo(cli::demo::DemoArgs),
+    /// Place what a node needs to run cloister pods (binaries, kernel,
+    /// initramfs, default policy, node config, snapshotter unit), merge or
+    /// print the containerd snippet; `--uninstall` removes exactly that.
+    Install(cli::install::InstallArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +79,7 @@ fn main() -> std::process::ExitCode {
         Command::Policy(c) => cli::policy::run(c),
         Command::Run(c) => cli::run::run(*c),
         Command::Demo(c) => cli::demo::run(c),
+        Command::Install(c) => cli::install::run(c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -80,3 +80,87 @@ fn the_containerd_snippet_wires_the_shim_and_the_guest_pull_snapshotter() {
         "{addr}"
     );
 }
+
+#[test]
+fn the_daemonset_installs_on_the_runtime_class_nodes_and_uninstalls_on_stop() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let ds: DaemonSet =
+        serde_yaml::from_str(&read("deploy/kubernetes/cloister-deploy.yaml")).unwrap();
+    let spec = ds.spec.expect("spec");
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone());
+    assert_eq!(
+        spec.selector.match_labels, labels,
+        "the selector matches the pod template"
+    );
+    let pod = spec.template.spec.expect("pod spec");
+    // The same nodes the RuntimeClass schedules cloister pods on.
+    let rc: RuntimeClass =
+        serde_yaml::from_str(&read("deploy/kubernetes/runtimeclass.yaml")).unwrap();
+    assert_eq!(
+        pod.node_selector,
+        rc.scheduling.and_then(|s| s.node_selector)
+    );
+    assert_eq!(
+        pod.host_pid,
+        Some(true),
+        "systemctl on the node needs PID 1"
+    );
+    let host = pod
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.host_path.as_ref().is_some_and(|h| h.path == "/"))
+        .expect("the node's root as a hostPath volume");
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.security_context.as_ref().and_then(|s| s.privileged),
+        Some(true)
+    );
+    let mount = c
+        .volume_mounts
+        .as_ref()
+        .and_then(|m| m.iter().find(|m| m.name == host.name))
+        .expect("the node's root mounted");
+    let script = c.args.as_ref().expect("the install script").join("\n");
+    let root = format!("--root {}", mount.mount_path);
+    assert!(
+        script.contains(&format!("cloister install {root}")),
+        "{script}"
+    );
+    assert!(script.contains("--containerd-config /etc/containerd/config.toml"));
+    assert!(script.contains("systemctl restart containerd"));
+    // The unit the install places is the one the script starts.
+    let unit = cloister_host::install::SNAPSHOTTER_UNIT;
+    let unit_name = unit
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .trim_end_matches(".service");
+    assert!(
+        script.contains(&format!("enable --now {unit_name}")),
+        "{script}"
+    );
+    let stop = c
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .and_then(|h| h.exec.as_ref())
+        .and_then(|e| e.command.as_ref())
+        .expect("a preStop hook")
+        .join(" ");
+    assert!(
+        stop.contains(&format!("cloister install {root} --uninstall")),
+        "{stop}"
+    );
+    // The paths the script passes are where the image puts them.
+    let image = read("deploy/image/Containerfile");
+    assert!(image.contains("/opt/cloister/bin/") && image.contains("/opt/cloister/share/"));
+    for f in ["vmlinuz", "initrd.img"] {
+        assert!(script.contains(&format!("/opt/cloister/share/{f}")), "{f}");
+        assert!(image.contains(&format!("deploy/image/{f}")), "{f}");
+    }
+}

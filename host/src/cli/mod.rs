@@ -5,6 +5,7 @@ pub mod demo;
 pub mod image;
 pub mod image_sign;
 pub mod initrd;
+pub mod install;
 pub mod measure;
 pub mod policy;
 pub mod run;
