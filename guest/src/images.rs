@@ -91,7 +91,10 @@ pub async fn pull(
     let started = Instant::now();
     info!(image, "pulling image in the guest");
     let verifier = PolicyVerifier::new(policy);
-    match puller.pull(image, &verifier, progress).await {
+    metrics.image_pulls_running.inc();
+    let pulled = puller.pull(image, &verifier, progress).await;
+    metrics.image_pulls_running.dec();
+    match pulled {
         Ok(p) => {
             metrics
                 .image_pulls

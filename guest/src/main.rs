@@ -5,6 +5,7 @@
 //! API on vsock port 1024, and powers the VM off on any fatal error, so that a
 //! broken guest never hangs.
 mod config;
+mod guest_stats;
 mod image_config;
 mod images;
 mod init;

@@ -1,10 +1,14 @@
 //! The agent's counters, exposed by GetMetrics in the Prometheus text
 //! format. Counted: what an operator or tenant would ask about, starting
 //! with every policy decision.
-use prometheus_client::encoding::text::encode;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,6 +33,27 @@ pub struct Metrics {
     pub image_layers_reused: Counter,
     /// Container output dropped because nobody read it in time.
     pub output_bytes_dropped: Counter,
+    /// Every RPC's latency (policy check included), by request and outcome.
+    pub rpc_duration: Family<RpcLabels, Histogram, RpcBuckets>,
+    /// Image pulls running now.
+    pub image_pulls_running: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub request: String,
+    /// `ok` or the ttrpc code's name, e.g. `PERMISSION_DENIED`.
+    pub outcome: String,
+}
+
+/// 50 µs to about 52 s, by factors of 4.
+#[derive(Clone)]
+pub struct RpcBuckets;
+
+impl MetricConstructor<Histogram> for RpcBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(0.000_05, 4.0, 11))
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,8 +106,22 @@ impl Metrics {
             "Container stdout/stderr bytes dropped because nobody read them in time",
             output_bytes_dropped.clone(),
         );
+        let rpc_duration = Family::new_with_constructor(RpcBuckets);
+        registry.register(
+            "rpc_duration_seconds",
+            "Agent RPC latency, policy check included, by request and outcome",
+            rpc_duration.clone(),
+        );
+        let image_pulls_running = Gauge::default();
+        registry.register(
+            "image_pulls_running",
+            "Image pulls in progress in the guest",
+            image_pulls_running.clone(),
+        );
         Metrics {
             registry,
+            rpc_duration,
+            image_pulls_running,
             policy_decisions,
             policy_replacements,
             image_pulls,
@@ -102,24 +141,53 @@ impl Metrics {
             .inc();
     }
 
-    /// OpenMetrics text exposition.
-    pub fn render(&self) -> String {
+    pub fn observe_rpc(&self, request: &str, outcome: &str, took: Duration) {
+        self.rpc_duration
+            .get_or_create(&RpcLabels {
+                request: request.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// OpenMetrics text exposition: the agent's counters, then the guest
+    /// figures of this moment (`now`, from [`crate::guest_stats::snapshot`]).
+    pub fn render(&self, now: &Registry) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, now);
+        let _ = encode_eof(&mut out);
         out
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn decisions_are_counted_per_request_and_outcome() {
         let m = super::Metrics::new();
         m.count_decision("ExecProcessRequest", false);
         m.count_decision("ExecProcessRequest", false);
         m.count_decision("HealthCheckRequest", true);
-        let t = m.render();
+        m.observe_rpc(
+            "ExecProcessRequest",
+            "PERMISSION_DENIED",
+            Duration::from_micros(30),
+        );
+        let t = m.render(&Registry::default());
+        assert!(t.ends_with("# EOF\n"), "{t}");
+        assert!(
+            t.contains(r#"cloister_agent_rpc_duration_seconds_count{request="ExecProcessRequest",outcome="PERMISSION_DENIED"} 1"#),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"cloister_agent_rpc_duration_seconds_bucket{le="5.0e-5",request="ExecProcessRequest",outcome="PERMISSION_DENIED"} 1"#)
+                || t.contains("le=\"0.00005\""),
+            "{t}"
+        );
         assert!(
             t.contains(r#"cloister_agent_policy_decisions_total{request="ExecProcessRequest",decision="deny"} 2"#),
             "{t}"

@@ -2,13 +2,36 @@
 use cloister_protocol::{Empty, Metrics, SetPolicyRequest};
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
 use super::{status, AgentState};
+use crate::guest_stats::{snapshot, ContainerSample};
 use crate::policy::Source;
 use crate::tee::NO_TEE_WARNING;
 
-pub fn metrics(s: &AgentState) -> Metrics {
+/// The agent's counters and this moment's guest figures, each container's
+/// cgroup included.
+pub async fn metrics(s: &Arc<AgentState>) -> Metrics {
+    let ids: Vec<String> = s.sandbox().containers.keys().cloned().collect();
+    let rt = s.runtime.clone();
+    let samples = tokio::task::spawn_blocking(move || {
+        ids.into_iter()
+            .filter_map(|id| {
+                let st = rt.stats(&id).ok()?;
+                Some(ContainerSample {
+                    id,
+                    cpu_usage_usec: st.cpu_usage_usec,
+                    memory_bytes: st.memory_bytes,
+                    pids: st.pids,
+                    oom_kills: st.oom_kills,
+                })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
     Metrics {
-        text: s.metrics.render(),
+        text: s.metrics.render(&snapshot(&samples)),
         ..Default::default()
     }
 }

@@ -1,6 +1,8 @@
 //! The Agent service: one short handler per RPC. Each checks the policy
 //! before anything else, then calls the module that does the work.
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use cloister_protocol::agent_ttrpc::Agent;
@@ -17,6 +19,33 @@ impl AgentService {
     pub fn new(state: Arc<AgentState>) -> Self {
         AgentService { state }
     }
+
+    /// The one path every RPC takes: the policy decides first, then `work`
+    /// runs; the latency and the outcome are counted either way.
+    async fn serve<M, R, F>(
+        &self,
+        req: M,
+        work: impl FnOnce(Arc<AgentState>, M) -> F,
+    ) -> ttrpc::Result<R>
+    where
+        M: protobuf::MessageFull,
+        F: Future<Output = ttrpc::Result<R>>,
+    {
+        let started = Instant::now();
+        let result = match self.state.authorize(&req) {
+            Ok(()) => work(self.state.clone(), req).await,
+            Err(e) => Err(e),
+        };
+        let outcome = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(ttrpc::Error::RpcStatus(st)) => format!("{:?}", st.code()),
+            Err(_) => "error".to_string(),
+        };
+        self.state
+            .metrics
+            .observe_rpc(M::descriptor().name(), &outcome, started.elapsed());
+        result
+    }
 }
 
 type Ctx<'a> = &'a TtrpcContext;
@@ -28,8 +57,8 @@ impl Agent for AgentService {
         _: Ctx<'_>,
         req: CreateSandboxRequest,
     ) -> ttrpc::Result<CreateSandboxResponse> {
-        self.state.authorize(&req)?;
-        sandbox::create(&self.state, req)
+        self.serve(req, |s, req| async move { sandbox::create(&s, req) })
+            .await
     }
 
     async fn destroy_sandbox(
@@ -37,8 +66,8 @@ impl Agent for AgentService {
         _: Ctx<'_>,
         req: DestroySandboxRequest,
     ) -> ttrpc::Result<Empty> {
-        self.state.authorize(&req)?;
-        sandbox::destroy(&self.state).await
+        self.serve(req, |s, _| async move { sandbox::destroy(&s).await })
+            .await
     }
 
     async fn create_container(
@@ -46,8 +75,11 @@ impl Agent for AgentService {
         _: Ctx<'_>,
         req: CreateContainerRequest,
     ) -> ttrpc::Result<CreateContainerResponse> {
-        self.state.authorize(&req)?;
-        containers::create(&self.state, req).await
+        self.serve(
+            req,
+            |s, req| async move { containers::create(&s, req).await },
+        )
+        .await
     }
 
     async fn start_container(
@@ -55,8 +87,11 @@ impl Agent for AgentService {
         _: Ctx<'_>,
         req: StartContainerRequest,
     ) -> ttrpc::Result<StartContainerResponse> {
-        self.state.authorize(&req)?;
-        containers::start(&self.state, req).await
+        self.serve(
+            req,
+            |s, req| async move { containers::start(&s, req).await },
+        )
+        .await
     }
 
     async fn remove_container(
@@ -64,18 +99,21 @@ impl Agent for AgentService {
         _: Ctx<'_>,
         req: RemoveContainerRequest,
     ) -> ttrpc::Result<Empty> {
-        self.state.authorize(&req)?;
-        containers::remove(&self.state, req).await
+        self.serve(
+            req,
+            |s, req| async move { containers::remove(&s, req).await },
+        )
+        .await
     }
 
     async fn exec_process(&self, _: Ctx<'_>, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
-        self.state.authorize(&req)?;
-        processes::exec(&self.state, req).await
+        self.serve(req, |s, req| async move { processes::exec(&s, req).await })
+            .await
     }
 
     async fn signal_process(&self, _: Ctx<'_>, req: SignalProcessRequest) -> ttrpc::Result<Empty> {
-        self.state.authorize(&req)?;
-        processes::signal(&self.state, req)
+        self.serve(req, |s, req| async move { processes::signal(&s, req) })
+            .await
     }
 
     async fn wait_process(
@@ -83,8 +121,8 @@ impl Agent for AgentService {
         _: Ctx<'_>,
         req: WaitProcessRequest,
     ) -> ttrpc::Result<WaitProcessResponse> {
-        self.state.authorize(&req)?;
-        processes::wait(&self.state, req).await
+        self.serve(req, |s, req| async move { processes::wait(&s, req).await })
+            .await
     }
 
     async fn write_stdin(
@@ -92,8 +130,8 @@ impl Agent for AgentService {
         _: Ctx<'_>,
         req: WriteStdinRequest,
     ) -> ttrpc::Result<WriteStdinResponse> {
-        self.state.authorize(&req)?;
-        stdio::write_stdin(&self.state, req)
+        self.serve(req, |s, req| async move { stdio::write_stdin(&s, req) })
+            .await
     }
 
     async fn read_stdout(
@@ -101,14 +139,16 @@ impl Agent for AgentService {
         _: Ctx<'_>,
         req: ReadStdoutRequest,
     ) -> ttrpc::Result<ReadStreamResponse> {
-        self.state.authorize(&req)?;
-        stdio::read(
-            &self.state,
-            &req.container_id,
-            &req.exec_id,
-            stdio::Stream::Stdout,
-            req.max_len,
-        )
+        self.serve(req, |s, req| async move {
+            stdio::read(
+                &s,
+                &req.container_id,
+                &req.exec_id,
+                stdio::Stream::Stdout,
+                req.max_len,
+            )
+            .await
+        })
         .await
     }
 
@@ -117,25 +157,27 @@ impl Agent for AgentService {
         _: Ctx<'_>,
         req: ReadStderrRequest,
     ) -> ttrpc::Result<ReadStreamResponse> {
-        self.state.authorize(&req)?;
-        stdio::read(
-            &self.state,
-            &req.container_id,
-            &req.exec_id,
-            stdio::Stream::Stderr,
-            req.max_len,
-        )
+        self.serve(req, |s, req| async move {
+            stdio::read(
+                &s,
+                &req.container_id,
+                &req.exec_id,
+                stdio::Stream::Stderr,
+                req.max_len,
+            )
+            .await
+        })
         .await
     }
 
     async fn close_stdin(&self, _: Ctx<'_>, req: CloseStdinRequest) -> ttrpc::Result<Empty> {
-        self.state.authorize(&req)?;
-        stdio::close_stdin(&self.state, req)
+        self.serve(req, |s, req| async move { stdio::close_stdin(&s, req) })
+            .await
     }
 
     async fn tty_win_resize(&self, _: Ctx<'_>, req: TtyWinResizeRequest) -> ttrpc::Result<Empty> {
-        self.state.authorize(&req)?;
-        stdio::resize(&self.state, req)
+        self.serve(req, |s, req| async move { stdio::resize(&s, req) })
+            .await
     }
 
     async fn stats_container(
@@ -143,13 +185,16 @@ impl Agent for AgentService {
         _: Ctx<'_>,
         req: StatsContainerRequest,
     ) -> ttrpc::Result<StatsContainerResponse> {
-        self.state.authorize(&req)?;
-        containers::stats(&self.state, req).await
+        self.serve(
+            req,
+            |s, req| async move { containers::stats(&s, req).await },
+        )
+        .await
     }
 
     async fn get_metrics(&self, _: Ctx<'_>, req: GetMetricsRequest) -> ttrpc::Result<Metrics> {
-        self.state.authorize(&req)?;
-        Ok(control::metrics(&self.state))
+        self.serve(req, |s, _| async move { Ok(control::metrics(&s).await) })
+            .await
     }
 
     async fn get_guest_details(
@@ -157,13 +202,13 @@ impl Agent for AgentService {
         _: Ctx<'_>,
         req: GetGuestDetailsRequest,
     ) -> ttrpc::Result<GuestDetails> {
-        self.state.authorize(&req)?;
-        Ok(details::guest_details(&self.state))
+        self.serve(req, |s, _| async move { Ok(details::guest_details(&s)) })
+            .await
     }
 
     async fn set_policy(&self, _: Ctx<'_>, req: SetPolicyRequest) -> ttrpc::Result<Empty> {
-        self.state.authorize(&req)?;
-        control::set_policy(&self.state, req)
+        self.serve(req, |s, req| async move { control::set_policy(&s, req) })
+            .await
     }
 
     async fn update_interface(
@@ -171,17 +216,20 @@ impl Agent for AgentService {
         _: Ctx<'_>,
         req: UpdateInterfaceRequest,
     ) -> ttrpc::Result<Interface> {
-        self.state.authorize(&req)?;
-        network::update_interface(&self.state, req)
+        self.serve(
+            req,
+            |s, req| async move { network::update_interface(&s, req) },
+        )
+        .await
     }
 
     async fn update_routes(&self, _: Ctx<'_>, req: UpdateRoutesRequest) -> ttrpc::Result<Routes> {
-        self.state.authorize(&req)?;
-        network::update_routes(&self.state, req)
+        self.serve(req, |s, req| async move { network::update_routes(&s, req) })
+            .await
     }
 
     async fn copy_file(&self, _: Ctx<'_>, req: CopyFileRequest) -> ttrpc::Result<Empty> {
-        self.state.authorize(&req)?;
-        files::copy_file(&self.state, req)
+        self.serve(req, |s, req| async move { files::copy_file(&s, req) })
+            .await
     }
 }
