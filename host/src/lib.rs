@@ -15,6 +15,7 @@ pub mod hypervisor;
 pub mod initrd;
 pub mod install;
 pub mod kernel;
+pub mod monitor;
 pub mod node_config;
 pub mod pod;
 pub mod run;

@@ -52,6 +52,9 @@ enum Command {
     /// initramfs, default policy, node config, snapshotter unit), merge or
     /// print the containerd snippet; `--uninstall` removes exactly that.
     Install(cli::install::InstallArgs),
+    /// One Prometheus endpoint for every pod on the node: VMM, agent and
+    /// guest figures, the guest's only where the pod's policy allows.
+    Monitor(cli::monitor::MonitorArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,6 +83,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(c) => cli::run::run(*c),
         Command::Demo(c) => cli::demo::run(c),
         Command::Install(c) => cli::install::run(c),
+        Command::Monitor(c) => cli::monitor::run(c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

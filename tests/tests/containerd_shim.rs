@@ -1019,3 +1019,289 @@ async fn cri_pod() {
     let _ = snap.kill();
     let _ = snap.wait();
 }
+
+/// Prometheus's HTTP API on loopback: `query` → (labels, value) per series.
+fn prom_query(port: u16, query: &str) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
+    use std::io::{Read, Write};
+    let enc: String = query
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return Vec::new();
+    };
+    let _ = write!(
+        s,
+        "GET /api/v1/query?query={enc} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    );
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let Some((_, body)) = resp.split_once("\r\n\r\n") else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    v["data"]["result"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| {
+                    let labels = r["metric"].as_object()?.clone();
+                    let value = r["value"][1].as_str()?.parse().ok()?;
+                    Some((labels, value))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_monitor_for_every_pod_and_only_what_each_policy_allows() {
+    if let Some(why) = missing() {
+        skip_or_fail(&format!("prometheus_scrapes_the_monitor…: {why}"));
+        return;
+    }
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip_or_fail("prometheus is missing (apt-get install prometheus)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(Mode::Http);
+    let img = signed_image(&reg, work.path());
+    let cfg = node_config(work.path());
+    let run_dir = work.path().join("run");
+    let ctd = Containerd::start(&cfg);
+    let empty = work.path().join("empty-rootfs");
+    std::fs::create_dir_all(&empty).unwrap();
+    let empty = empty.to_str().unwrap().to_string();
+    let sandbox = |id: &str, extra: &[&str]| {
+        let sb_id = format!("io.kubernetes.cri.sandbox-id={id}");
+        let mut args = vec![
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            "--rootfs",
+            "--annotation",
+            "io.kubernetes.cri.container-type=sandbox",
+            "--annotation",
+            &sb_id,
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[&empty, id, "/pause"]);
+        ctd.ctr_ok(&args);
+    };
+    // mon1: allow-all, with a container of a signed image.
+    let allow_all = std::fs::read_to_string(repo_root().join("policies/allow-all.rego")).unwrap();
+    let encode = |policy: &str| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(initdata(
+            policy,
+            &reg,
+            &img.public_pem,
+        ));
+        format!("cloister.dev/initdata={b64}")
+    };
+    let allow_ann = encode(&allow_all);
+    sandbox("mon1", &["--annotation", &allow_ann]);
+    let image_ann = format!("io.kubernetes.cri.image-name={}", img.reference);
+    ctd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        "--annotation",
+        "io.kubernetes.cri.container-type=container",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=mon1",
+        "--annotation",
+        &image_ann,
+        &empty,
+        "mon1-c",
+        "/bin/sh",
+        "-c",
+        "sleep 600",
+    ]);
+    // mon2: a policy that denies GetMetrics.
+    let deny = allow_all.replace(
+        "default GetMetricsRequest := true",
+        "default GetMetricsRequest := false",
+    );
+    assert_ne!(deny, allow_all);
+    let deny_ann = encode(&deny);
+    sandbox("mon2", &["--annotation", &deny_ann]);
+
+    let mon_port = free_port();
+    let _monitor = Killed(
+        Command::new(cloister_bin())
+            .args(["monitor", "--listen", &format!("127.0.0.1:{mon_port}")])
+            .env("CLOISTER_CONFIG", &cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(work.path().join("monitor.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let prom_port = free_port();
+    let prom_dir = work.path().join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    std::fs::write(
+        prom_dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: cloister\n    static_configs:\n      - targets: ['127.0.0.1:{mon_port}']\n"
+        ),
+    )
+    .unwrap();
+    let _prom = Killed(
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                prom_dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                prom_dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(prom_dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let logs = || {
+        format!(
+            "--- monitor ---\n{}\n--- prometheus ---\n{}",
+            tail(
+                &std::fs::read_to_string(work.path().join("monitor.log")).unwrap_or_default(),
+                30
+            ),
+            tail(
+                &std::fs::read_to_string(prom_dir.join("prometheus.log")).unwrap_or_default(),
+                30
+            )
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let up = prom_query(prom_port, "up{job=\"cloister\"}");
+        let results = prom_query(prom_port, "cloister_pod_guest_metrics");
+        if up.first().map(|(_, v)| *v) == Some(1.0) && results.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus never scraped both pods: up {up:?}, {results:?}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let one = |q: &str| -> f64 {
+        let r = prom_query(prom_port, q);
+        assert_eq!(r.len(), 1, "{q}: {r:?}\n{}", logs());
+        r[0].1
+    };
+    // Per pod, whether the guest's figures came, in the pod's own words.
+    let results = prom_query(prom_port, "cloister_pod_guest_metrics");
+    let result_of = |pod: &str| {
+        results
+            .iter()
+            .find(|(l, _)| l["pod"] == pod)
+            .map(|(l, _)| l["result"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        result_of("mon1").as_deref(),
+        Some("returned"),
+        "{results:?}"
+    );
+    assert_eq!(
+        result_of("mon2").as_deref(),
+        Some("denied_by_policy"),
+        "{results:?}"
+    );
+    // What the host sees itself, for both pods.
+    for pod in ["mon1", "mon2"] {
+        let qemu = one(&format!(
+            "cloister_vmm_rss_bytes{{pod=\"{pod}\",process=\"qemu\"}}"
+        ));
+        assert!(qemu > 20e6, "{pod}: QEMU RSS {qemu}");
+        let vmm = one(&format!(
+            "cloister_vmm_rss_bytes{{pod=\"{pod}\",process=\"vmm\"}}"
+        ));
+        assert!(vmm > 1e6 && vmm < qemu, "{pod}: VMM RSS {vmm}");
+        assert_eq!(one(&format!("cloister_vmm_vcpus{{pod=\"{pod}\"}}")), 1.0);
+        assert_eq!(
+            one(&format!("cloister_vmm_memory_bytes{{pod=\"{pod}\"}}")),
+            512.0 * 1048576.0
+        );
+        let up = one(&format!("cloister_vmm_uptime_seconds{{pod=\"{pod}\"}}"));
+        assert!(up > 0.0 && up < 600.0, "{pod}: uptime {up}");
+    }
+    assert_eq!(
+        one("cloister_pod_containers{pod=\"mon1\"}"),
+        2.0,
+        "sandbox and container"
+    );
+    // What mon1's guest returned.
+    let rss = one("cloister_agent_rss_bytes{pod=\"mon1\"}");
+    assert!(rss > 1e6 && rss < 64e6, "agent RSS {rss}");
+    let total = one("cloister_guest_memory_bytes{pod=\"mon1\",kind=\"total\"}");
+    assert!(
+        total > 400e6 && total <= 512.0 * 1048576.0,
+        "guest MemTotal {total}"
+    );
+    assert!(one("cloister_guest_load{pod=\"mon1\",kind=\"1m\"}") >= 0.0);
+    assert!(one("cloister_guest_container_pids{pod=\"mon1\",container=\"mon1-c\"}") >= 1.0);
+    assert!(one("cloister_guest_container_memory_bytes{pod=\"mon1\",container=\"mon1-c\"}") > 0.0);
+    assert!(
+        one("cloister_agent_policy_decisions_total{pod=\"mon1\",request=\"CreateContainerRequest\",decision=\"allow\"}") >= 1.0
+    );
+    assert!(
+        one("cloister_agent_rpc_duration_seconds_count{pod=\"mon1\",request=\"CreateContainerRequest\",outcome=\"ok\"}") >= 1.0
+    );
+    assert!(one("cloister_agent_image_pulls_total{pod=\"mon1\",outcome=\"ok\"}") >= 1.0);
+    assert!(one("cloister_agent_image_bytes_downloaded_total{pod=\"mon1\"}") > 0.0);
+    // Nothing of mon2's guest: its policy said no.
+    let leaked = prom_query(
+        prom_port,
+        "{pod=\"mon2\",__name__=~\"cloister_(agent|guest)_.*\"}",
+    );
+    assert!(
+        leaked.is_empty(),
+        "mon2's guest figures reached Prometheus: {leaked:?}"
+    );
+
+    for id in ["mon1-c", "mon1", "mon2"] {
+        ctd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", id]);
+        wait_until(&format!("{id} to stop"), Duration::from_secs(30), || {
+            task_status(&ctd, id).as_deref() == Some("STOPPED")
+        });
+        ctd.ctr_ok(&["task", "delete", id]);
+        ctd.ctr_ok(&["container", "delete", id]);
+    }
+    wait_until("the pods to be cleaned up", Duration::from_secs(20), || {
+        pods_left(&run_dir).is_empty()
+    });
+}

@@ -7,6 +7,7 @@ pub mod image_sign;
 pub mod initrd;
 pub mod install;
 pub mod measure;
+pub mod monitor;
 pub mod policy;
 pub mod run;
 pub mod vm;
