@@ -66,7 +66,7 @@ pub fn run(a: InstallArgs) -> anyhow::Result<()> {
         // The snippet on stdout, alone, so it can be redirected.
         print!("{SNIPPET}");
         eprintln!(
-            "cloister install: next: systemctl daemon-reload && systemctl enable --now cloister-snapshotter && systemctl restart containerd; then label the node cloister.dev/runtime=true"
+            "cloister install: next: systemctl daemon-reload && systemctl enable --now cloister-snapshotter cloister-monitor && systemctl restart containerd; then label the node cloister.dev/runtime=true"
         );
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! `cloister install`: places what a node needs to run cloister pods (the
 //! binaries, the guest kernel and initramfs, the default policy, the node
-//! config and the snapshotter's systemd unit) where the node config's
+//! config and the systemd units of the snapshotter and the monitor) where the node config's
 //! defaults point, optionally merges the containerd snippet into
 //! containerd's config, and records all of it so that `--uninstall`
 //! removes exactly what it placed.
@@ -32,7 +32,9 @@ pub const BINARIES: &[&str] = &[
 /// Where the binaries go (containerd finds the shim on its PATH).
 pub const BIN_DIR: &str = "usr/local/bin";
 pub const SNAPSHOTTER_UNIT: &str = "etc/systemd/system/cloister-snapshotter.service";
+pub const MONITOR_UNIT: &str = "etc/systemd/system/cloister-monitor.service";
 const UNIT_TEXT: &str = include_str!("../../../deploy/systemd/cloister-snapshotter.service");
+const MONITOR_UNIT_TEXT: &str = include_str!("../../../deploy/systemd/cloister-monitor.service");
 const DEFAULT_POLICY: &str = include_str!("../../../policies/default.rego");
 
 #[derive(Debug, thiserror::Error)]
@@ -322,6 +324,12 @@ pub fn install(plan: &Plan) -> Result<Report, InstallError> {
         Item {
             node_path: Path::new("/").join(SNAPSHOTTER_UNIT),
             content: Content::Text(UNIT_TEXT.to_string()),
+            mode: 0o644,
+            theirs_ok: false,
+        },
+        Item {
+            node_path: Path::new("/").join(MONITOR_UNIT),
+            content: Content::Text(MONITOR_UNIT_TEXT.to_string()),
             mode: 0o644,
             theirs_ok: false,
         },
