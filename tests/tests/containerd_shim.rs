@@ -1305,3 +1305,154 @@ fn prometheus_scrapes_the_monitor_for_every_pod_and_only_what_each_policy_allows
         pods_left(&run_dir).is_empty()
     });
 }
+
+/// Every file below `dir`, for searching what the host side has.
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => out.push(e.path()),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// The confidential path through containerd: a sim-TEE pod attests to a
+/// real KBS, which releases the image key only for the reference
+/// measurement and this initdata; the guest pulls, verifies and decrypts
+/// the ocicrypt image and runs it. Neither the key nor the plaintext is in
+/// anything on the host side: containerd's root and state, the pod
+/// directory, the shim's log, the container's output aside from what it
+/// prints.
+#[test]
+fn ctr_runs_an_encrypted_image_with_its_key_from_the_kbs() {
+    use cloister_host::demo::{Demo, DemoConfig, DEMO_COMMAND};
+    if let Some(why) = missing() {
+        skip_or_fail(&format!("the encrypted pod test: {why}"));
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let bin_dir = cloister_bin().parent().unwrap().to_path_buf();
+    assert!(
+        bin_dir.join("cloister-kbs").is_file(),
+        "cloister-kbs not built; run cargo test --workspace"
+    );
+    let sim = work.path().join("sim");
+    let demo = Demo::prepare(
+        DemoConfig {
+            kernel: kernel().unwrap(),
+            initrd: agent_initrd().unwrap(),
+            bin_dir,
+            sim_state: sim.clone(),
+            work: work.path().join("demo"),
+            reference_initrd: None,
+            policy_lists_unsigned: false,
+        },
+        &mut |s| eprintln!("set-up: {s}"),
+    )
+    .expect("registry, KBS and the encrypted, signed image");
+    // The node: sim TEE (its CA is what the KBS accepts), the same VM the
+    // KBS's reference measurement was computed for.
+    let run_dir = work.path().join("run");
+    let cfg = work.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[hypervisor]\nkernel = \"{}\"\ninitrd = \"{}\"\nmemory_mib = 512\n\n\
+             [tee]\ntype = \"sim\"\nsim_state = \"{}\"\n\n\
+             [defaults]\npolicy = \"{}\"\n\n[runtime]\nrun_dir = \"{}\"\nnetwork = \"user\"\n",
+            kernel().unwrap().display(),
+            agent_initrd().unwrap().display(),
+            sim.display(),
+            repo_root().join("policies/default.rego").display(),
+            run_dir.display()
+        ),
+    )
+    .unwrap();
+    let ctd = Containerd::start(&cfg);
+    let empty = work.path().join("empty-rootfs");
+    std::fs::create_dir_all(&empty).unwrap();
+    let init = base64::engine::general_purpose::STANDARD.encode(&demo.initdata);
+    let out = ctd.ctr(
+        &[
+            &[
+                "run",
+                "--rm",
+                "--runtime",
+                RUNTIME,
+                "--rootfs",
+                "--annotation",
+                &format!("cloister.dev/initdata={init}"),
+                "--annotation",
+                &format!("io.kubernetes.cri.image-name={}", demo.image),
+                "--annotation",
+                "io.kubernetes.cri.container-name=demo",
+                empty.to_str().unwrap(),
+                "demo",
+            ][..],
+            DEMO_COMMAND,
+        ]
+        .concat(),
+    );
+    let stdout = text(&out.stdout);
+    let shim_log = ctd.log();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}\n--- containerd ---\n{}",
+        text(&out.stderr),
+        tail(&shim_log, 80)
+    );
+    assert!(
+        stdout.contains("hello from a confidential container"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("the secret file has"), "{stdout}");
+    // The shim's log: the guest attested to the KBS and decrypted a layer.
+    let created = shim_log
+        .lines()
+        .find(|l| l.contains("container created in the guest"))
+        .unwrap_or_else(|| panic!("no CreateContainer line:\n{}", tail(&shim_log, 60)));
+    assert!(created.contains("encrypted_layers=1"), "{created}");
+    assert!(
+        created.contains(&format!("attested to https://10.0.2.2:{}", demo.kbs_port)),
+        "{created}"
+    );
+    assert!(created.contains(" signed by "), "{created}");
+    wait_until("the pod to be cleaned up", Duration::from_secs(20), || {
+        pods_left(&run_dir).is_empty()
+    });
+
+    // The trust boundary: nothing the host side kept holds the image's
+    // plaintext or the key the KBS released.
+    let mut searched: Vec<(String, Vec<u8>)> = files_below(ctd.dir.path())
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains("/bin/"))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read(&p).unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        searched.iter().any(|(n, _)| n.ends_with("containerd.log")),
+        "containerd's log (with the shim's) is searched"
+    );
+    searched.push(("ctr's output".into(), out.stdout.clone()));
+    searched.push(("ctr's errors".into(), out.stderr.clone()));
+    for (what, bytes) in &searched {
+        for canary in [&demo.image_canary, &demo.kbs_canary] {
+            assert!(!canary.is_empty());
+            assert!(
+                !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                "a secret leaked into {what}"
+            );
+        }
+    }
+}

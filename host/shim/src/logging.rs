@@ -15,7 +15,8 @@ pub fn init(level: Option<&str>, debug: bool) {
     let filter = if level.contains('=') || level.contains(',') {
         level.to_string()
     } else {
-        format!("warn,cloister_shim={level},cloister={level},cloister_host={level}")
+        // The shim's own lines carry its binary's crate name as target.
+        format!("warn,containerd_shim_cloister_v2={level},cloister_host={level}")
     };
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     // containerd opened the fifo read-write and non-blocking, so this open
