@@ -68,6 +68,8 @@ fn nix_is_root() -> bool {
 struct Containerd {
     dir: tempfile::TempDir,
     child: Child,
+    /// The cloister run directory of the node config it was started with.
+    run_dir: Option<PathBuf>,
 }
 
 impl Containerd {
@@ -108,7 +110,15 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .unwrap();
-        let c = Containerd { dir, child };
+        let run_dir = std::fs::read_to_string(cloister_config)
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|t| Some(PathBuf::from(t.get("runtime")?.get("run_dir")?.as_str()?)));
+        let c = Containerd {
+            dir,
+            child,
+            run_dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !c.sock().exists() {
             assert!(
@@ -154,9 +164,26 @@ impl Containerd {
 }
 
 impl Drop for Containerd {
+    /// Stops containerd and, when a test failed half way, the shims and
+    /// VMs it left (shims name containerd's socket, VMMs the run dir).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let mut marks = vec![self.dir.path().display().to_string()];
+        marks.extend(self.run_dir.iter().map(|d| d.display().to_string()));
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            if pid != std::process::id() as i32 && marks.iter().any(|m| cmd.contains(m.as_str())) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
 
@@ -380,7 +407,8 @@ fn ctr_runs_containers_in_a_cloister_vm() {
         text(&out.stdout)
     );
     // One VM serves the pod: one VMM process for both containers.
-    let shims = processes_mentioning(&format!("containerd-shim-cloister-v2 -namespace {NS}"));
+    let ours = format!("-id pod1 -address {}", ctd.sock().display());
+    let shims = processes_mentioning(&ours);
     assert_eq!(shims.len(), 1, "one shim per pod: {shims:?}");
     ctd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "pod1-b"]);
     wait_until("pod1-b to stop", Duration::from_secs(30), || {
@@ -461,7 +489,10 @@ fn ctr_runs_containers_in_a_cloister_vm() {
     );
     let left = processes_mentioning(run_dir.to_str().unwrap());
     assert!(left.is_empty(), "processes left: {left:?}");
-    let shims = processes_mentioning(&format!("containerd-shim-cloister-v2 -namespace {NS}"));
+    let shims = processes_mentioning(&format!("-address {}", ctd.sock().display()))
+        .into_iter()
+        .filter(|c| c.contains("containerd-shim-cloister-v2"))
+        .collect::<Vec<_>>();
     assert!(shims.is_empty(), "shims left: {shims:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
