@@ -1487,3 +1487,46 @@ fn ctr_runs_an_encrypted_image_with_its_key_from_the_kbs() {
         }
     }
 }
+
+/// `cloister bench pods` keeps working: one run of each, every figure
+/// printed (the figures themselves go to BENCHMARKS.md, not into asserts).
+#[test]
+fn bench_pods_compares_cloister_and_runc_through_containerd() {
+    if let Some(why) = missing() {
+        skip_or_fail(&format!("bench pods: {why}"));
+        return;
+    }
+    let out = Command::new(cloister_bin())
+        .args(["bench", "pods", "--runs", "1"])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        tail(&text(&out.stderr), 40)
+    );
+    for (row, want) in [("  runc ", 5), ("  cloister ", 5)] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(row) && l.matches("ms").count() == want)
+            .unwrap_or_else(|| panic!("no CRI row {row:?}:\n{stdout}"));
+        assert!(!line.contains(" 0ms"), "{line}");
+    }
+    for label in [
+        "ratio (cloister / runc, total): ",
+        "ratio (cloister / runc): ",
+    ] {
+        let ratio: f64 = stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {label:?}:\n{stdout}"));
+        assert!(ratio > 0.0, "{label}{ratio}");
+    }
+    let feet: Vec<&str> = stdout.lines().filter(|l| l.contains(" RSS ")).collect();
+    assert_eq!(feet.len(), 2, "{stdout}");
+    // Nothing of the benchmark is left running.
+    let left = processes_mentioning("cloister-bench-pods-");
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -34,6 +34,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Pods through containerd 1.6, cloister against runc in the same run:
+    /// CRI RunPodSandbox to container running, `ctr run` to exit, and one
+    /// idle pod's host memory and CPU. Needs root, containerd, runc.
+    Pods {
+        /// Guest kernel.
+        #[arg(long, env = "CLOISTER_KERNEL")]
+        kernel: PathBuf,
+        /// Initramfs with the agent.
+        #[arg(long, env = "CLOISTER_INITRD")]
+        initrd: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -43,6 +56,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             initrd,
             runs,
         } => super::bench_run::run(kernel, initrd, runs),
+        BenchCommand::Pods {
+            kernel,
+            initrd,
+            runs,
+        } => super::bench_pods::run(kernel, initrd, runs),
         BenchCommand::Boot { vm, runs, busybox } => {
             anyhow::ensure!(runs >= 1, "--runs must be at least 1");
             let opts = vm.boot_options()?;

@@ -1,5 +1,6 @@
 pub mod attest;
 pub mod bench;
+pub mod bench_pods;
 pub mod bench_run;
 pub mod demo;
 pub mod image;
