@@ -21,7 +21,7 @@ fn the_runtime_class_names_the_cloister_handler_and_its_measured_overhead() {
         .overhead
         .and_then(|o| o.pod_fixed)
         .expect("overhead.podFixed");
-    assert_eq!(fixed.get("memory"), Some(&Quantity("200Mi".into())));
+    assert_eq!(fixed.get("memory"), Some(&Quantity("256Mi".into())));
     assert!(fixed.contains_key("cpu"));
     let sel = rc
         .scheduling
