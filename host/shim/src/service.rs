@@ -55,6 +55,13 @@ impl Proc {
             bridges: None,
         }
     }
+
+    /// Records the exit for every Wait, also one that comes later:
+    /// `watch::Sender::send` would drop the value while nobody subscribed
+    /// yet (a process that ends before containerd's Wait).
+    fn exited(&self, e: Exit) {
+        self.tx.send_replace(Some(e));
+    }
 }
 
 pub struct Runtime {
@@ -346,7 +353,7 @@ impl Inner {
             for (eid, p) in procs {
                 let mut proc = Proc::new();
                 if let Some(e) = &p.exit {
-                    let _ = proc.tx.send(Some(e.clone()));
+                    proc.exited(e.clone());
                 } else if p.status == Status::Running && c.kind != Kind::Sandbox {
                     proc.bridges = Some(Bridges::start(&agent, cid, &eid, &p.stdio));
                 }
@@ -404,7 +411,7 @@ impl Inner {
                     if p.tx.borrow().is_some() {
                         continue;
                     }
-                    let _ = p.tx.send(Some(exit.clone()));
+                    p.exited(exit.clone());
                     if let Some(st) = rt.state.as_mut() {
                         st.record_exit(&c, &e, &exit);
                     }
@@ -493,7 +500,7 @@ impl Inner {
                 if p.tx.borrow().is_some() {
                     return;
                 }
-                let _ = p.tx.send(Some(exit.clone()));
+                p.exited(exit.clone());
                 if let Some(st) = rt.state.as_mut() {
                     st.record_exit(&c, &e, &exit);
                 }
@@ -837,7 +844,7 @@ impl Inner {
                 if p.tx.borrow().is_some() {
                     return;
                 }
-                let _ = p.tx.send(Some(exit.clone()));
+                p.exited(exit.clone());
             }
             if let Some(st) = rt.state.as_mut() {
                 st.record_exit(id, "", &exit);
@@ -873,7 +880,7 @@ impl Inner {
         for ((c, e), p) in rt.procs.iter_mut() {
             if p.tx.borrow().is_none() {
                 let exit = Exit::now(137);
-                let _ = p.tx.send(Some(exit.clone()));
+                p.exited(exit.clone());
                 exits.push((c.clone(), e.clone(), exit));
             }
         }
@@ -1133,6 +1140,14 @@ fn exec_process(spec: &Value, terminal: bool) -> Result<cloister_protocol::Proce
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_exit_recorded_before_any_wait_is_seen_by_a_later_wait() {
+        let p = super::Proc::new();
+        p.exited(crate::state::Exit::now(137));
+        let rx = p.tx.subscribe();
+        assert_eq!(rx.borrow().as_ref().map(|e| e.status), Some(137));
+    }
+
     use super::*;
     use serde_json::json;
 
