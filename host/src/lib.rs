@@ -9,6 +9,7 @@
 //! * [`bench`]: `cloister bench …` measurements.
 pub mod agent_client;
 pub mod bench;
+pub mod cri_client;
 pub mod demo;
 pub mod devices;
 pub mod hypervisor;

@@ -608,32 +608,20 @@ fn snapshotter_bin() -> PathBuf {
 mod cri {
     use std::path::PathBuf;
 
-    use hyper_util::rt::TokioIo;
     use k8s_cri::v1::image_service_client::ImageServiceClient;
     use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-    use tonic::transport::{Channel, Endpoint, Uri};
+    use tonic::transport::Channel;
 
     pub async fn channel(sock: PathBuf) -> Channel {
-        Endpoint::try_from("http://[::]:50051")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let sock = sock.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(sock).await?,
-                    ))
-                }
-            }))
-            .await
-            .unwrap()
+        cloister_host::cri_client::channel(sock).await.unwrap()
     }
 
     pub fn runtime(c: Channel) -> RuntimeServiceClient<Channel> {
-        RuntimeServiceClient::new(c)
+        cloister_host::cri_client::clients(c).0
     }
 
     pub fn images(c: Channel) -> ImageServiceClient<Channel> {
-        ImageServiceClient::new(c)
+        cloister_host::cri_client::clients(c).1
     }
 }
 

@@ -5,10 +5,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 pub struct Containerd {
     pub dir: PathBuf,
@@ -124,23 +123,10 @@ impl Containerd {
     pub async fn cri(
         &self,
     ) -> anyhow::Result<(RuntimeServiceClient<Channel>, ImageServiceClient<Channel>)> {
-        let sock = self.sock();
-        // The URI is a placeholder: the connector dials the Unix socket.
-        let ch = Endpoint::try_from("http://[::]:50051")?
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let sock = sock.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(sock).await?,
-                    ))
-                }
-            }))
+        let ch = cloister_host::cri_client::channel(self.sock())
             .await
             .context("connecting to containerd's CRI")?;
-        Ok((
-            RuntimeServiceClient::new(ch.clone()),
-            ImageServiceClient::new(ch),
-        ))
+        Ok(cloister_host::cri_client::clients(ch))
     }
 }
 

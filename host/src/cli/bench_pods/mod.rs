@@ -59,13 +59,18 @@ struct CriRun {
     total: Duration,
 }
 
+/// The node's network namespace (hostNetwork), for a pod and its containers.
+fn node_network() -> Option<NamespaceOption> {
+    Some(NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        ..Default::default()
+    })
+}
+
 fn host_network() -> Option<LinuxPodSandboxConfig> {
     Some(LinuxPodSandboxConfig {
         security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                network: NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
+            namespace_options: node_network(),
             ..Default::default()
         }),
         ..Default::default()
@@ -135,10 +140,7 @@ async fn cri_pod(
     let t = Instant::now();
     let linux = LinuxContainerConfig {
         security_context: Some(LinuxContainerSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                network: NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
+            namespace_options: node_network(),
             ..Default::default()
         }),
         ..Default::default()
