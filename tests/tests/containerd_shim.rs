@@ -139,7 +139,7 @@ impl Containerd {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
-    fn ctr(&self, args: &[&str]) -> Output {
+    fn ctr<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(&self, args: &[S]) -> Output {
         Command::new("ctr")
             .arg("--address")
             .arg(self.sock())
@@ -150,7 +150,7 @@ impl Containerd {
             .unwrap()
     }
 
-    fn ctr_ok(&self, args: &[&str]) -> String {
+    fn ctr_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(&self, args: &[S]) -> String {
         let out = self.ctr(args);
         assert!(
             out.status.success(),
@@ -225,6 +225,21 @@ fn pods_left(run: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `ctr run` of a cloister task on an (ignored) host rootfs: `--rm` or
+/// `-d`, the annotations, the rootfs, the id and the command.
+fn run_args(mode: &str, annotations: &[&str], rootfs: &str, id: &str, cmd: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["run", mode, "--runtime", RUNTIME, "--rootfs"]
+        .map(String::from)
+        .into();
+    for ann in annotations {
+        a.push("--annotation".into());
+        a.push(ann.to_string());
+    }
+    a.extend([rootfs, id].map(String::from));
+    a.extend(cmd.iter().map(|c| c.to_string()));
+    a
+}
+
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {
@@ -276,22 +291,17 @@ fn ctr_runs_containers_in_a_cloister_vm() {
 
     // 1. A standalone container: its output and exit code through ctr.
     let t0 = Instant::now();
-    let out = ctd.ctr(&[
-        "run",
+    let out = ctd.ctr(&run_args(
         "--rm",
-        "--runtime",
-        RUNTIME,
-        "--rootfs",
-        "--annotation",
-        &image_ann,
-        "--annotation",
-        &init_ann,
+        &[&image_ann, &init_ann],
         &empty,
         "solo",
-        "/bin/sh",
-        "-c",
-        "echo out-line; echo err-line >&2; cat /etc/motd; exit 3",
-    ]);
+        &[
+            "/bin/sh",
+            "-c",
+            "echo out-line; echo err-line >&2; cat /etc/motd; exit 3",
+        ],
+    ));
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -317,42 +327,22 @@ fn ctr_runs_containers_in_a_cloister_vm() {
     // 2. A pod: the sandbox task boots the VM, two containers join it.
     let sb_type = "io.kubernetes.cri.container-type=sandbox";
     let sb_id = "io.kubernetes.cri.sandbox-id=pod1";
-    ctd.ctr_ok(&[
-        "run",
+    ctd.ctr_ok(&run_args(
         "-d",
-        "--runtime",
-        RUNTIME,
-        "--rootfs",
-        "--annotation",
-        sb_type,
-        "--annotation",
-        sb_id,
-        "--annotation",
-        &init_ann,
+        &[sb_type, sb_id, &init_ann],
         &empty,
         "pod1",
-        "/pause",
-    ]);
+        &["/pause"],
+    ));
     assert_eq!(task_status(&ctd, "pod1").as_deref(), Some("RUNNING"));
     let c_type = "io.kubernetes.cri.container-type=container";
-    let out = ctd.ctr(&[
-        "run",
+    let out = ctd.ctr(&run_args(
         "--rm",
-        "--runtime",
-        RUNTIME,
-        "--rootfs",
-        "--annotation",
-        c_type,
-        "--annotation",
-        sb_id,
-        "--annotation",
-        &image_ann,
+        &[c_type, sb_id, &image_ann],
         &empty,
         "pod1-a",
-        "/bin/sh",
-        "-c",
-        "echo from-a; exit 0",
-    ]);
+        &["/bin/sh", "-c", "echo from-a; exit 0"],
+    ));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -366,24 +356,13 @@ fn ctr_runs_containers_in_a_cloister_vm() {
         text(&out.stdout)
     );
     // A long-running container: exec into it, then kill and delete it.
-    ctd.ctr_ok(&[
-        "run",
+    ctd.ctr_ok(&run_args(
         "-d",
-        "--runtime",
-        RUNTIME,
-        "--rootfs",
-        "--annotation",
-        c_type,
-        "--annotation",
-        sb_id,
-        "--annotation",
-        &image_ann,
+        &[c_type, sb_id, &image_ann],
         &empty,
         "pod1-b",
-        "/bin/sh",
-        "-c",
-        "sleep 600",
-    ]);
+        &["/bin/sh", "-c", "sleep 600"],
+    ));
     let out = ctd.ctr(&[
         "task",
         "exec",
@@ -425,22 +404,13 @@ fn ctr_runs_containers_in_a_cloister_vm() {
 
     // 3. The VMM dies under a running container: the task exits (255) and
     // containerd hears of it.
-    ctd.ctr_ok(&[
-        "run",
+    ctd.ctr_ok(&run_args(
         "-d",
-        "--runtime",
-        RUNTIME,
-        "--rootfs",
-        "--annotation",
-        &image_ann,
-        "--annotation",
-        &init_ann,
+        &[&image_ann, &init_ann],
         &empty,
         "doomed",
-        "/bin/sh",
-        "-c",
-        "sleep 600",
-    ]);
+        &["/bin/sh", "-c", "sleep 600"],
+    ));
     let vm_dir = run_dir.join("pods/doomed/vm");
     let qemu = processes_mentioning(vm_dir.to_str().unwrap());
     assert!(!qemu.is_empty(), "the pod's VMM runs");
@@ -521,16 +491,7 @@ fn a_bad_node_config_or_annotation_is_refused_by_name() {
     let bad = work.path().join("bad.toml");
     std::fs::write(&bad, "[hypervisor]\nmemory_mib = 512\nvcpu = 2\n").unwrap();
     let ctd = Containerd::start(&bad);
-    let out = ctd.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        "--rootfs",
-        &empty,
-        "c1",
-        "/bin/true",
-    ]);
+    let out = ctd.ctr(&run_args("--rm", &[], &empty, "c1", &["/bin/true"]));
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
@@ -548,20 +509,16 @@ fn a_bad_node_config_or_annotation_is_refused_by_name() {
     // A good config, an annotation cloister does not know: refused by name.
     let cfg = node_config(work.path());
     let ctd = Containerd::start(&cfg);
-    let out = ctd.ctr(&[
-        "run",
+    let out = ctd.ctr(&run_args(
         "--rm",
-        "--runtime",
-        RUNTIME,
-        "--rootfs",
-        "--annotation",
-        "cloister.dev/kernel=/evil",
-        "--annotation",
-        "io.kubernetes.cri.image-name=127.0.0.1:1/x:y",
+        &[
+            "cloister.dev/kernel=/evil",
+            "io.kubernetes.cri.image-name=127.0.0.1:1/x:y",
+        ],
         &empty,
         "c2",
-        "/bin/true",
-    ]);
+        &["/bin/true"],
+    ));
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
@@ -569,20 +526,16 @@ fn a_bad_node_config_or_annotation_is_refused_by_name() {
         "{err}"
     );
     // An override the config does not allow.
-    let out = ctd.ctr(&[
-        "run",
+    let out = ctd.ctr(&run_args(
         "--rm",
-        "--runtime",
-        RUNTIME,
-        "--rootfs",
-        "--annotation",
-        "cloister.dev/vcpus=2",
-        "--annotation",
-        "io.kubernetes.cri.image-name=127.0.0.1:1/x:y",
+        &[
+            "cloister.dev/vcpus=2",
+            "io.kubernetes.cri.image-name=127.0.0.1:1/x:y",
+        ],
         &empty,
         "c3",
-        "/bin/true",
-    ]);
+        &["/bin/true"],
+    ));
     let err = text(&out.stderr);
     assert!(
         !out.status.success() && err.contains("cloister.dev/vcpus"),
@@ -1117,22 +1070,10 @@ fn prometheus_scrapes_the_monitor_for_every_pod_and_only_what_each_policy_allows
     let empty = work.path().join("empty-rootfs");
     std::fs::create_dir_all(&empty).unwrap();
     let empty = empty.to_str().unwrap().to_string();
-    let sandbox = |id: &str, extra: &[&str]| {
+    let sandbox = |id: &str, initdata: &str| {
         let sb_id = format!("io.kubernetes.cri.sandbox-id={id}");
-        let mut args = vec![
-            "run",
-            "-d",
-            "--runtime",
-            RUNTIME,
-            "--rootfs",
-            "--annotation",
-            "io.kubernetes.cri.container-type=sandbox",
-            "--annotation",
-            &sb_id,
-        ];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&[&empty, id, "/pause"]);
-        ctd.ctr_ok(&args);
+        let anns = ["io.kubernetes.cri.container-type=sandbox", &sb_id, initdata];
+        ctd.ctr_ok(&run_args("-d", &anns, &empty, id, &["/pause"]));
     };
     // mon1: allow-all, with a container of a signed image.
     let allow_all = std::fs::read_to_string(repo_root().join("policies/allow-all.rego")).unwrap();
@@ -1145,26 +1086,19 @@ fn prometheus_scrapes_the_monitor_for_every_pod_and_only_what_each_policy_allows
         format!("cloister.dev/initdata={b64}")
     };
     let allow_ann = encode(&allow_all);
-    sandbox("mon1", &["--annotation", &allow_ann]);
+    sandbox("mon1", &allow_ann);
     let image_ann = format!("io.kubernetes.cri.image-name={}", img.reference);
-    ctd.ctr_ok(&[
-        "run",
+    ctd.ctr_ok(&run_args(
         "-d",
-        "--runtime",
-        RUNTIME,
-        "--rootfs",
-        "--annotation",
-        "io.kubernetes.cri.container-type=container",
-        "--annotation",
-        "io.kubernetes.cri.sandbox-id=mon1",
-        "--annotation",
-        &image_ann,
+        &[
+            "io.kubernetes.cri.container-type=container",
+            "io.kubernetes.cri.sandbox-id=mon1",
+            &image_ann,
+        ],
         &empty,
         "mon1-c",
-        "/bin/sh",
-        "-c",
-        "sleep 600",
-    ]);
+        &["/bin/sh", "-c", "sleep 600"],
+    ));
     // mon2: a policy that denies GetMetrics.
     let deny = allow_all.replace(
         "default GetMetricsRequest := true",
@@ -1172,7 +1106,7 @@ fn prometheus_scrapes_the_monitor_for_every_pod_and_only_what_each_policy_allows
     );
     assert_ne!(deny, allow_all);
     let deny_ann = encode(&deny);
-    sandbox("mon2", &["--annotation", &deny_ann]);
+    sandbox("mon2", &deny_ann);
 
     let mon_port = free_port();
     let _monitor = Killed(
@@ -1397,27 +1331,17 @@ fn ctr_runs_an_encrypted_image_with_its_key_from_the_kbs() {
     let empty = work.path().join("empty-rootfs");
     std::fs::create_dir_all(&empty).unwrap();
     let init = base64::engine::general_purpose::STANDARD.encode(&demo.initdata);
-    let out = ctd.ctr(
+    let out = ctd.ctr(&run_args(
+        "--rm",
         &[
-            &[
-                "run",
-                "--rm",
-                "--runtime",
-                RUNTIME,
-                "--rootfs",
-                "--annotation",
-                &format!("cloister.dev/initdata={init}"),
-                "--annotation",
-                &format!("io.kubernetes.cri.image-name={}", demo.image),
-                "--annotation",
-                "io.kubernetes.cri.container-name=demo",
-                empty.to_str().unwrap(),
-                "demo",
-            ][..],
-            DEMO_COMMAND,
-        ]
-        .concat(),
-    );
+            &format!("cloister.dev/initdata={init}"),
+            &format!("io.kubernetes.cri.image-name={}", demo.image),
+            "io.kubernetes.cri.container-name=demo",
+        ],
+        empty.to_str().unwrap(),
+        "demo",
+        DEMO_COMMAND,
+    ));
     let stdout = text(&out.stdout);
     let shim_log = ctd.log();
     assert_eq!(
