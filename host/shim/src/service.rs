@@ -73,6 +73,36 @@ pub struct Runtime {
     stopping: bool,
 }
 
+impl Runtime {
+    /// Ends one process, once: every Wait sees `exit` and the persisted
+    /// state records it. False when it is unknown or had ended already.
+    fn end(&mut self, c: &str, e: &str, exit: &Exit) -> bool {
+        let Some(p) = self.procs.get(&(c.to_string(), e.to_string())) else {
+            return false;
+        };
+        if p.tx.borrow().is_some() {
+            return false;
+        }
+        p.exited(exit.clone());
+        if let Some(st) = self.state.as_mut() {
+            st.record_exit(c, e, exit);
+        }
+        true
+    }
+
+    /// Ends every process still running with `status`; returns those it
+    /// ended, for their exit events.
+    fn end_all(&mut self, status: u32) -> Vec<(String, String, Exit)> {
+        let keys: Vec<_> = self.procs.keys().cloned().collect();
+        keys.into_iter()
+            .filter_map(|(c, e)| {
+                let exit = Exit::now(status);
+                self.end(&c, &e, &exit).then_some((c, e, exit))
+            })
+            .collect()
+    }
+}
+
 pub struct Inner {
     pub cfg: NodeConfig,
     pub namespace: String,
@@ -401,22 +431,7 @@ impl Inner {
                     console = tail,
                     "the pod's VM ended unexpectedly: every process of the pod exits with 255"
                 );
-                let mut exits = Vec::new();
-                let keys: Vec<_> = rt.procs.keys().cloned().collect();
-                for (c, e) in keys {
-                    let exit = Exit::now(255);
-                    let Some(p) = rt.procs.get_mut(&(c.clone(), e.clone())) else {
-                        continue;
-                    };
-                    if p.tx.borrow().is_some() {
-                        continue;
-                    }
-                    p.exited(exit.clone());
-                    if let Some(st) = rt.state.as_mut() {
-                        st.record_exit(&c, &e, &exit);
-                    }
-                    exits.push((c, e, exit));
-                }
+                let exits = rt.end_all(255);
                 Self::save(&rt);
                 drop(rt);
                 for (c, e, exit) in exits {
@@ -494,15 +509,8 @@ impl Inner {
             let exit = Exit::now(status);
             {
                 let mut rt = me.rt.lock().await;
-                let Some(p) = rt.procs.get_mut(&(c.clone(), e.clone())) else {
+                if !rt.end(&c, &e, &exit) {
                     return;
-                };
-                if p.tx.borrow().is_some() {
-                    return;
-                }
-                p.exited(exit.clone());
-                if let Some(st) = rt.state.as_mut() {
-                    st.record_exit(&c, &e, &exit);
                 }
                 Self::save(&rt);
             }
@@ -840,13 +848,11 @@ impl Inner {
         let exit = Exit::now(status);
         let pid = {
             let mut rt = self.rt.lock().await;
-            if let Some(p) = rt.procs.get_mut(&(id.to_string(), String::new())) {
-                if p.tx.borrow().is_some() {
+            if rt.procs.contains_key(&(id.to_string(), String::new())) {
+                if !rt.end(id, "", &exit) {
                     return;
                 }
-                p.exited(exit.clone());
-            }
-            if let Some(st) = rt.state.as_mut() {
+            } else if let Some(st) = rt.state.as_mut() {
                 st.record_exit(id, "", &exit);
             }
             // The VM is gone: no host process stands for the sandbox.
@@ -876,19 +882,7 @@ impl Inner {
             .as_ref()
             .and_then(|p| p.sandbox.vm.pid())
             .unwrap_or(0);
-        let mut exits = Vec::new();
-        for ((c, e), p) in rt.procs.iter_mut() {
-            if p.tx.borrow().is_none() {
-                let exit = Exit::now(137);
-                p.exited(exit.clone());
-                exits.push((c.clone(), e.clone(), exit));
-            }
-        }
-        if let Some(st) = rt.state.as_mut() {
-            for (c, e, exit) in &exits {
-                st.record_exit(c, e, exit);
-            }
-        }
+        let exits = rt.end_all(137);
         Self::save(&rt);
         drop(rt);
         for (c, e, exit) in exits {
