@@ -4,29 +4,14 @@
 //! As PID 1 it mounts the pseudo-filesystems, reaps orphans, serves the ttrpc
 //! API on vsock port 1024, and powers the VM off on any fatal error, so that a
 //! broken guest never hangs.
-mod config;
-mod guest_stats;
-mod image_config;
-mod images;
-mod init;
-mod initdata;
-mod keys;
-mod metrics;
-mod net;
-mod policy;
-mod reaper;
-mod rpc;
-mod sandbox;
-mod server;
-mod switch_root;
-mod tee;
 
 use std::time::Instant;
 
 use anyhow::Context;
 use tracing::info;
 
-use crate::config::Config;
+use cloister_agent::config::Config;
+use cloister_agent::{init, net, reaper, rpc, server, switch_root, tee};
 
 fn main() {
     let started = Instant::now();
