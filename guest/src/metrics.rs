@@ -61,6 +61,12 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("cloister_agent");

@@ -5,8 +5,6 @@
 //! registry on loopback. The host rootfs containerd hands over is an empty
 //! directory: the host pulls and unpacks nothing.
 mod common;
-#[path = "../../guest/image/tests/common/mod.rs"]
-mod registry;
 #[path = "common/signed.rs"]
 mod signed;
 
@@ -15,8 +13,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use cloister_test_support::{keys, tools, Layout, Registry, Setup};
 use common::*;
-use registry::{Mode, TestRegistry};
 use signed::{initdata, initdata_via, signed_image};
 
 const RUNTIME: &str = "io.containerd.cloister.v2";
@@ -45,7 +43,7 @@ fn missing() -> Option<String> {
     if kernel().is_none() || agent_initrd().is_none() || !qemu() {
         return Some("no guest kernel, initramfs or QEMU".into());
     }
-    if !registry::tools_present() {
+    if !tools::registry_tools_present() {
         return Some("docker-registry, skopeo or umoci missing".into());
     }
     for plugin in ["bridge", "host-local", "loopback"] {
@@ -263,7 +261,7 @@ fn ctr_runs_containers_in_a_cloister_vm() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let reg = TestRegistry::start(Mode::Http);
+    let reg = Registry::start(Setup::HTTP);
     let img = signed_image(&reg, work.path());
     let allow_all = std::fs::read_to_string(repo_root().join("policies/allow-all.rego")).unwrap();
     let initdata_b64 = base64::engine::general_purpose::STANDARD.encode(initdata(
@@ -652,11 +650,11 @@ fn create_request(
 async fn cri_pod() {
     use k8s_cri::v1::*;
     let work = tempfile::tempdir().unwrap();
-    let reg = TestRegistry::start(Mode::Http);
+    let reg = Registry::start(Setup::HTTP);
     let img = signed_image(&reg, work.path());
     let pause_dir = work.path().join("pause");
     std::fs::create_dir_all(&pause_dir).unwrap();
-    let pause = registry::Layout::new(&pause_dir);
+    let pause = Layout::new(&pause_dir);
     pause.busybox("v1", "amd64");
     reg.push(&pause.path, "v1", "pause:v1", &[]);
     let pause_ref = format!("{}/pause:v1", reg.host());
@@ -904,12 +902,12 @@ async fn cri_pod() {
     // image above would be reused by diff_id, needing no key.)
     let secret_dir = work.path().join("secret");
     std::fs::create_dir_all(&secret_dir).unwrap();
-    let secret_layout = registry::Layout::new(&secret_dir);
+    let secret_layout = Layout::new(&secret_dir);
     secret_layout.busybox("v1", "amd64");
     secret_layout.change("v1", |rootfs| {
         std::fs::write(rootfs.join("secret.txt"), "only the guest may read this\n").unwrap();
     });
-    let (_, key_pub) = registry::rsa_keypair(work.path(), "enc");
+    let (_, key_pub) = keys::rsa_keypair(work.path(), "enc");
     let enc = format!("jwe:{}", key_pub.display());
     reg.push(
         &secret_layout.path,
@@ -1062,7 +1060,7 @@ fn prometheus_scrapes_the_monitor_for_every_pod_and_only_what_each_policy_allows
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let reg = TestRegistry::start(Mode::Http);
+    let reg = Registry::start(Setup::HTTP);
     let img = signed_image(&reg, work.path());
     let cfg = node_config(work.path());
     let run_dir = work.path().join("run");

@@ -3,8 +3,6 @@
 //! and the initdata's registry mirror), verifies it, unpacks it, and runs it
 //! with libcontainer; the host drives it over vsock like a runtime would.
 mod common;
-#[path = "../../guest/image/tests/common/mod.rs"]
-mod registry;
 #[path = "common/signed.rs"]
 mod signed;
 
@@ -12,8 +10,8 @@ use std::time::Duration;
 
 use cloister_host::agent_client::Agent;
 use cloister_host::sandbox::{BootOptions, Sandbox};
+use cloister_test_support::{tools, Registry, Setup};
 use common::*;
-use registry::{Mode, TestRegistry};
 use signed::{initdata, signed_image};
 
 async fn boot() -> Option<(Sandbox, tempfile::TempDir)> {
@@ -45,13 +43,13 @@ async fn output(agent: &Agent, id: &str, exec: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_image_runs_in_the_guest_and_an_unsigned_one_is_refused() {
-    if !registry::tools_present() {
+    if !tools::registry_tools_present() {
         return;
     }
     let Some((sb, run)) = boot().await else {
         return;
     };
-    let reg = TestRegistry::start(Mode::Http);
+    let reg = Registry::start(Setup::HTTP);
     let work = tempfile::tempdir().unwrap();
     let img = signed_image(&reg, work.path());
     let allow_all = std::fs::read_to_string(repo_root().join("policies/allow-all.rego")).unwrap();

@@ -3,138 +3,16 @@
 //! Unix socket and to cloister-kbs, whose admin API the test configures. Every
 //! refusal is checked for its problem type and for a detail that carries the
 //! expected and the received values.
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
 use cloister_kbs::admin_client::{AdminClient, AdminError};
-use cloister_kbs::{KbsConfig, KbsServer, ServerConfig, TlsSource};
-use cloister_kbs_client::{
-    KbsClient, KbsClientConfig, KbsClientError, SimAttester, TeeKeyKind, UnixTransport,
-};
-use cloister_sim_chip::{SimChip, SimChipServer};
+use cloister_kbs_client::TeeKeyKind;
 use sha2::{Digest, Sha256};
 
-const MEASUREMENT: [u8; 48] = [0x4d; 48];
-const INITDATA: &str = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n";
-const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-const PREFIX: &str = "urn:cloister:kbs:problem:";
-
-fn host_data() -> [u8; 32] {
-    Sha256::digest(INITDATA.as_bytes()).into()
-}
-
-struct Env {
-    chip: SimChip,
-    _chip_server: SimChipServer,
-    kbs: Option<KbsServer>,
-    addrs: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
-    config: KbsConfig,
-    // Last, so the servers above stop before their files go.
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new(allow_sim: bool, session_ttl: Duration) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let chip = SimChip::load_or_create(&dir.path().join("sim")).unwrap();
-        let chip_server = chip
-            .serve_unix(
-                &dir.path().join("vsock.sock_1025"),
-                MEASUREMENT,
-                host_data(),
-            )
-            .unwrap();
-        let mut config = KbsConfig::new(dir.path().join("kbs"), ADMIN_TOKEN.into());
-        config.allow_sim = allow_sim;
-        config.sim_ark = Some(chip.ca().ark_pem().as_bytes().to_vec());
-        config.session_ttl = session_ttl;
-        let mut env = Env {
-            dir,
-            chip,
-            _chip_server: chip_server,
-            kbs: None,
-            addrs: None,
-            config,
-        };
-        env.start();
-        env
-    }
-
-    /// Starts the KBS, on the addresses of the previous start if there was one.
-    fn start(&mut self) {
-        let (listen, admin_listen) = self.addrs.unwrap_or((
-            "127.0.0.1:0".parse().unwrap(),
-            "127.0.0.1:0".parse().unwrap(),
-        ));
-        let server = ServerConfig {
-            listen,
-            admin_listen,
-            tls: TlsSource::SelfSigned {
-                sans: vec!["127.0.0.1".into(), "localhost".into()],
-            },
-        };
-        let kbs = KbsServer::start(&self.config, &server).unwrap();
-        self.addrs = Some((kbs.addr, kbs.admin_addr));
-        self.kbs = Some(kbs);
-    }
-
-    async fn restart(&mut self) {
-        self.kbs.take().unwrap().shutdown().await;
-        self.start();
-    }
-
-    fn ca(&self) -> Vec<u8> {
-        std::fs::read(self.dir.path().join("kbs/tls/ca.pem")).unwrap()
-    }
-
-    fn admin(&self) -> AdminClient {
-        let addr = self.kbs.as_ref().unwrap().admin_addr;
-        AdminClient::new(&format!("https://{addr}"), &self.ca(), ADMIN_TOKEN).unwrap()
-    }
-
-    fn client_config(&self) -> KbsClientConfig {
-        let addr = self.kbs.as_ref().unwrap().addr;
-        let mut c = KbsClientConfig::new(format!("https://{addr}"), self.ca());
-        c.init_data = Some(INITDATA.into());
-        c.retry.attempts = 1;
-        c
-    }
-
-    fn client(&self) -> KbsClient {
-        self.client_with(self.client_config())
-    }
-
-    fn client_with(&self, config: KbsClientConfig) -> KbsClient {
-        let attester = SimAttester::new(UnixTransport(self.dir.path().join("vsock.sock_1025")));
-        KbsClient::new(config, Box::new(attester)).unwrap()
-    }
-
-    /// Reference values that the sim guest meets, with overrides.
-    async fn reference(&self, measurement: &str, host_data: &str) {
-        self.admin()
-            .set_reference_values(&format!(
-                r#"{{"measurement": "{measurement}", "host_data": "{host_data}"}}"#
-            ))
-            .await
-            .unwrap();
-    }
-
-    async fn good_reference(&self) {
-        self.reference(&hex::encode(MEASUREMENT), &hex::encode(host_data()))
-            .await;
-    }
-}
-
-/// The problem of a refusal, checked for its type.
-fn refused(e: &KbsClientError, name: &str) -> cloister_kbs_client::Problem {
-    let p = e
-        .problem()
-        .unwrap_or_else(|| panic!("not a refusal: {e}"))
-        .clone();
-    assert_eq!(p.problem_type, format!("{PREFIX}{name}"), "{e}");
-    p
-}
-
+use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_guest_gets_its_resource() {
     let env = Env::new(true, Duration::from_secs(300));

@@ -5,16 +5,18 @@
 //! with exponential backoff, and a blob download that breaks off resumes
 //! with an HTTP Range request where the registry honours it.
 //!
-//! `oci-client` fits: `pull_manifest_raw` gives the exact bytes (their
-//! digest is what signatures cover), and `pull_blob_stream` /
+//! `oci-client` fits for authentication and blobs: `pull_blob_stream` /
 //! `pull_blob_stream_partial` stream blobs chunk by chunk without
-//! buffering them.
+//! buffering them. Manifests come through `cloister_signature::manifest_get`
+//! instead, which keeps their exact bytes (their digest is what signatures
+//! cover) and caps their size before they reach memory.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cloister_signature::manifest_get::{ManifestGetter, MAX_MANIFEST_BYTES};
 use futures_util::StreamExt;
 use oci_client::client::BlobResponse;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
@@ -120,6 +122,8 @@ pub enum RegistryError {
 /// A registry connection for one image reference's registry.
 pub struct Registry {
     client: Client,
+    /// Manifests are fetched with a size cap (see `manifest_get`).
+    manifests: ManifestGetter,
     auth: RegistryAuth,
     retry: RetryPolicy,
     mirrors: std::collections::BTreeMap<String, String>,
@@ -215,6 +219,8 @@ impl Registry {
         } else {
             config.extra_root_certificates = certs;
         }
+        let manifests = ManifestGetter::new(&config, MAX_MANIFEST_BYTES)
+            .map_err(|e| RegistryError::Setup(crate::error::error_chain(&e)))?;
         let client = Client::try_from(config)
             .map_err(|e| RegistryError::Setup(crate::error::error_chain(&e)))?;
         let auth = match &opts.auth {
@@ -226,6 +232,7 @@ impl Registry {
         };
         Ok(Self {
             client,
+            manifests,
             auth,
             retry: opts.retry.clone(),
             mirrors: opts.mirrors.clone(),
@@ -289,9 +296,10 @@ impl Registry {
     ) -> Result<(Bytes, Sha256Digest), RegistryError> {
         let reference = &self.route(reference);
         let what = format!("fetching manifest {reference}");
-        let (body, _) = self
+        let body = self
             .with_retry(&what, || {
-                self.client.pull_manifest_raw(reference, &self.auth, accept)
+                self.manifests
+                    .get(&self.client, &self.auth, reference, accept)
             })
             .await?;
         let actual = Sha256Digest::of(&body);

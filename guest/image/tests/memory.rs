@@ -11,7 +11,7 @@ use std::sync::Arc;
 use cloister_image::{
     ImagePuller, KeyRing, LayerStore, NoSignatureVerification, Progress, PullOptions,
 };
-use common::{Layout, Mode, TestRegistry};
+use cloister_test_support::{keys, run, Layout, Registry, Setup};
 
 /// Peak resident set size of this process so far, in KiB.
 fn vm_hwm_kib() -> u64 {
@@ -41,30 +41,22 @@ fn random_layer_image(dir: &std::path::Path, l: &Layout, tag: &str, mib: usize) 
     }
     drop(f);
     let tar = dir.join(format!("{tag}.tar"));
-    common::run(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&src)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("data"),
-    );
-    common::run(Command::new("umoci").args([
-        "new",
-        "--image",
-        &format!("{}:{tag}", l.path.display()),
-    ]));
-    common::run(
-        Command::new("umoci")
-            .args([
-                "raw",
-                "add-layer",
-                "--image",
-                &format!("{}:{tag}", l.path.display()),
-            ])
-            .arg(&tar),
-    );
-    common::run(Command::new("umoci").args([
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("data"));
+    run(Command::new("umoci").args(["new", "--image", &format!("{}:{tag}", l.path.display())]));
+    run(Command::new("umoci")
+        .args([
+            "raw",
+            "add-layer",
+            "--image",
+            &format!("{}:{tag}", l.path.display()),
+        ])
+        .arg(&tar));
+    run(Command::new("umoci").args([
         "config",
         "--image",
         &format!("{}:{tag}", l.path.display()),
@@ -83,11 +75,11 @@ async fn peak_memory_does_not_grow_with_image_size() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let reg = TestRegistry::start(Mode::Http);
+    let reg = Registry::start(Setup::HTTP);
     let l = Layout::new(dir.path());
     random_layer_image(dir.path(), &l, "small", 2);
     random_layer_image(dir.path(), &l, "large", 96);
-    let (key, key_pub) = common::rsa_keypair(dir.path(), "k");
+    let (key, key_pub) = keys::rsa_keypair(dir.path(), "k");
     let enc = format!("jwe:{}", key_pub.display());
     reg.push(&l.path, "small", "mem:small", &["--encryption-key", &enc]);
     reg.push(&l.path, "large", "mem:large", &["--encryption-key", &enc]);
@@ -95,7 +87,7 @@ async fn peak_memory_does_not_grow_with_image_size() {
     let mut ring = KeyRing::new();
     ring.add_pem_file(&key).unwrap();
     let options = PullOptions {
-        registry: reg.options(),
+        registry: common::registry_options(&reg),
         keys: Arc::new(ring),
         ..PullOptions::default()
     };

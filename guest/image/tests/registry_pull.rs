@@ -13,21 +13,22 @@ use cloister_image::{
     LayerStore, ManifestToVerify, ManifestVerifier, NoSignatureVerification, Platform, Progress,
     PullOptions, PulledImage, RegistryOptions,
 };
-use common::{Layout, Mode, TestRegistry};
+use cloister_test_support::hostile::{Fault, HostileRegistry};
+use cloister_test_support::{keys, tree, Layout, Registry, Setup};
 
 struct Fixture {
     dir: tempfile::TempDir,
-    reg: TestRegistry,
+    reg: Registry,
 }
 
 impl Fixture {
-    fn new(mode: Mode) -> Option<Self> {
+    fn new(setup: Setup) -> Option<Self> {
         if !common::tools_present() {
             return None;
         }
         Some(Self {
             dir: tempfile::tempdir().unwrap(),
-            reg: TestRegistry::start(mode),
+            reg: Registry::start(setup),
         })
     }
 
@@ -45,7 +46,7 @@ impl Fixture {
             ring.add_pem_file(k).unwrap();
         }
         PullOptions {
-            registry: self.reg.options(),
+            registry: common::registry_options(&self.reg),
             keys: Arc::new(ring),
             ..PullOptions::default()
         }
@@ -99,7 +100,7 @@ fn layer_error(r: Result<PulledImage, Error>) -> LayerError {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_image_over_http_then_reuse_from_store() {
-    let Some(f) = Fixture::new(Mode::Http) else {
+    let Some(f) = Fixture::new(Setup::HTTP) else {
         return;
     };
     let l = Layout::new(f.dir.path());
@@ -143,7 +144,7 @@ async fn plain_image_over_http_then_reuse_from_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_test_ca() {
-    let Some(f) = Fixture::new(Mode::Tls) else {
+    let Some(f) = Fixture::new(Setup::TLS) else {
         return;
     };
     let l = Layout::new(f.dir.path());
@@ -168,7 +169,7 @@ async fn tls_with_a_test_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn htpasswd_basic_auth() {
-    let Some(f) = Fixture::new(Mode::Htpasswd) else {
+    let Some(f) = Fixture::new(Setup::HTPASSWD) else {
         return;
     };
     let l = Layout::new(f.dir.path());
@@ -197,7 +198,7 @@ async fn htpasswd_basic_auth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_auth() {
-    let Some(f) = Fixture::new(Mode::Token) else {
+    let Some(f) = Fixture::new(Setup::TOKEN) else {
         return;
     };
     let l = Layout::new(f.dir.path());
@@ -243,14 +244,14 @@ async fn bearer_token_auth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_image_rsa_and_ec_keys_zstd_and_refusals() {
-    let Some(f) = Fixture::new(Mode::Http) else {
+    let Some(f) = Fixture::new(Setup::HTTP) else {
         return;
     };
     let l = Layout::new(f.dir.path());
     l.busybox("base", "amd64");
-    let (rsa, rsa_pub) = common::rsa_keypair(f.dir.path(), "rsa");
-    let (ec, ec_pub) = common::ec_keypair(f.dir.path(), "ec");
-    let (other, _) = common::rsa_keypair(f.dir.path(), "other");
+    let (rsa, rsa_pub) = keys::rsa_keypair(f.dir.path(), "rsa");
+    let (ec, ec_pub) = keys::ec_keypair(f.dir.path(), "ec");
+    let (other, _) = keys::rsa_keypair(f.dir.path(), "other");
     let rsa_arg = format!("jwe:{}", rsa_pub.display());
     let ec_arg = format!("jwe:{}", ec_pub.display());
     f.reg.push(
@@ -315,7 +316,7 @@ async fn encrypted_image_rsa_and_ec_keys_zstd_and_refusals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partially_encrypted_multi_layer_image() {
-    let Some(f) = Fixture::new(Mode::Http) else {
+    let Some(f) = Fixture::new(Setup::HTTP) else {
         return;
     };
     let l = Layout::new(f.dir.path());
@@ -326,7 +327,7 @@ async fn partially_encrypted_multi_layer_image() {
     l.change("base", |r| {
         std::fs::write(r.join("public.txt"), "public\n").unwrap()
     });
-    let (key, key_pub) = common::rsa_keypair(f.dir.path(), "k");
+    let (key, key_pub) = keys::rsa_keypair(f.dir.path(), "k");
     let arg = format!("jwe:{}", key_pub.display());
     f.reg.push(
         &l.path,
@@ -353,7 +354,7 @@ async fn partially_encrypted_multi_layer_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whiteouts_and_opaque_dirs_across_layers() {
-    let Some(f) = Fixture::new(Mode::Http) else {
+    let Some(f) = Fixture::new(Setup::HTTP) else {
         return;
     };
     let l = Layout::new(f.dir.path());
@@ -397,7 +398,7 @@ async fn whiteouts_and_opaque_dirs_across_layers() {
     ];
     let rootfs = f.path("rootfs");
     assemble_rootfs(&img.layer_dirs(), &rootfs, AssembleMode::Copy).unwrap();
-    assert_eq!(common::tree(&rootfs), want);
+    assert_eq!(tree(&rootfs), want);
 
     // The layer directories as real overlayfs lowerdirs give the same view.
     if !rustix::process::geteuid().is_root() {
@@ -418,14 +419,14 @@ async fn whiteouts_and_opaque_dirs_across_layers() {
         .status()
         .unwrap();
     assert!(status.success(), "mounting overlayfs over the layer store");
-    let seen = common::tree(&mnt);
+    let seen = tree(&mnt);
     let _ = std::process::Command::new("umount").arg(&mnt).status();
     assert_eq!(seen, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_arch_index_and_digest_pinning() {
-    let Some(f) = Fixture::new(Mode::Http) else {
+    let Some(f) = Fixture::new(Setup::HTTP) else {
         return;
     };
     let l = Layout::new(f.dir.path());
@@ -475,7 +476,7 @@ async fn multi_arch_index_and_digest_pinning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_layer_is_refused_and_nothing_is_left() {
-    let Some(f) = Fixture::new(Mode::Http) else {
+    let Some(f) = Fixture::new(Setup::HTTP) else {
         return;
     };
     let l = Layout::new(f.dir.path());
@@ -523,12 +524,12 @@ async fn tampered_layer_is_refused_and_nothing_is_left() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hmac_mismatch_is_refused() {
-    let Some(f) = Fixture::new(Mode::Http) else {
+    let Some(f) = Fixture::new(Setup::HTTP) else {
         return;
     };
     let l = Layout::new(f.dir.path());
     l.busybox("base", "amd64");
-    let (key, key_pub) = common::rsa_keypair(f.dir.path(), "k");
+    let (key, key_pub) = keys::rsa_keypair(f.dir.path(), "k");
     let arg = format!("jwe:{}", key_pub.display());
     f.reg
         .push(&l.path, "base", "hmac:good", &["--encryption-key", &arg]);
@@ -616,7 +617,7 @@ impl ManifestVerifier for Recorder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signature_hook_runs_before_any_layer() {
-    let Some(f) = Fixture::new(Mode::Http) else {
+    let Some(f) = Fixture::new(Setup::HTTP) else {
         return;
     };
     let l = Layout::new(f.dir.path());
@@ -659,7 +660,7 @@ async fn signature_hook_runs_before_any_layer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_downloads_resume_with_range_requests() {
-    let Some(f) = Fixture::new(Mode::Http) else {
+    let Some(f) = Fixture::new(Setup::HTTP) else {
         return;
     };
     let l = Layout::new(f.dir.path());
@@ -668,7 +669,7 @@ async fn interrupted_downloads_resume_with_range_requests() {
 
     // A proxy that closes every connection after 200 KiB of response: the
     // ~1 MiB layer needs several resumed requests.
-    let proxy = common::proxy::CuttingProxy::start(f.reg.port, 200 * 1024).await;
+    let proxy = cloister_test_support::proxy::CuttingProxy::start(f.reg.port, 200 * 1024).await;
     let mut opts: PullOptions = f.options(&[]);
     opts.registry = RegistryOptions {
         retry: cloister_image::RetryPolicy {
@@ -693,4 +694,123 @@ async fn interrupted_downloads_resume_with_range_requests() {
     let rootfs = f.path("rootfs");
     assemble_rootfs(&img.layer_dirs(), &rootfs, AssembleMode::Copy).unwrap();
     assert_busybox_rootfs(&rootfs);
+}
+
+/// Retries that end quickly: the hostile-registry tests count them.
+fn quick_retries(opts: &mut PullOptions, attempts: u32) {
+    opts.registry.retry = cloister_image::RetryPolicy {
+        attempts,
+        initial_backoff: std::time::Duration::from_millis(10),
+        max_backoff: std::time::Duration::from_millis(20),
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_truncated_manifests_are_refused_before_memory() {
+    let Some(f) = Fixture::new(Setup::HTTP) else {
+        return;
+    };
+    let l = Layout::new(f.dir.path());
+    l.busybox("base", "amd64");
+    f.reg.push(&l.path, "base", "app:1", &[]);
+    const LIMIT: u64 = 4 << 20;
+    for (fault, expect, tries) in [
+        (
+            Fault::OversizedManifest {
+                bytes: 64 << 20,
+                announce: true,
+            },
+            "the registry announces 67108864 bytes, over the 4194304-byte limit",
+            1,
+        ),
+        (
+            Fault::OversizedManifest {
+                bytes: 64 << 20,
+                announce: false,
+            },
+            "over the 4194304-byte limit",
+            1,
+        ),
+        (Fault::TruncatedManifest, "fetching manifest", 3),
+    ] {
+        let hostile = HostileRegistry::start(f.reg.port, fault.clone()).await;
+        let store = f.store();
+        let mut opts = f.options(&[]);
+        quick_retries(&mut opts, 3);
+        let image = format!("127.0.0.1:{}/app:1", hostile.port);
+        let (r, _) = pull_with(store.clone(), opts, &image).await;
+        let e = cloister_image::error_chain(&r.expect_err("a hostile manifest was accepted"));
+        assert!(e.contains(expect), "{fault:?}: {e}");
+        assert!(e.contains(&format!("127.0.0.1:{}", hostile.port)), "{e}");
+        // Oversized: refused at once, not retried. Truncated: a transient
+        // failure, retried within the limit, then refused.
+        assert_eq!(hostile.spoiled_requests(), tries, "{fault:?}: {e}");
+        // The client stopped reading at the cap (the rest, at most, sat in
+        // socket buffers): nowhere near the 64 MiB on offer.
+        assert!(
+            hostile.spoiled_bytes() < LIMIT + (8 << 20),
+            "{fault:?}: {} bytes were sent",
+            hostile.spoiled_bytes()
+        );
+        assert_store_empty(&store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_keeps_dropping_mid_layer_is_refused_after_the_retries() {
+    let Some(f) = Fixture::new(Setup::HTTP) else {
+        return;
+    };
+    let l = Layout::new(f.dir.path());
+    l.busybox("base", "amd64");
+    f.reg.push(&l.path, "base", "drop:1", &[]);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            l.path
+                .join("blobs/sha256")
+                .join(&l.manifest_digest("base")[7..]),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Every response for the layer breaks off after its headers and a few
+    // bytes: resuming never gets further.
+    let hostile = HostileRegistry::start(
+        f.reg.port,
+        Fault::CutBlob {
+            digest: digest.clone(),
+            after: 400,
+        },
+    )
+    .await;
+    let store = f.store();
+    let mut opts = f.options(&[]);
+    quick_retries(&mut opts, 4);
+    let (r, progress) = pull_with(
+        store.clone(),
+        opts,
+        &format!("127.0.0.1:{}/drop:1", hostile.port),
+    )
+    .await;
+    let e = cloister_image::error_chain(&r.expect_err("a layer that never arrives was accepted"));
+    assert!(e.contains(&digest[7..19]) || e.contains(&digest), "{e}");
+    assert!(
+        hostile.spoiled_requests() >= 4,
+        "{}",
+        hostile.spoiled_requests()
+    );
+    assert!(
+        hostile.spoiled_requests() <= 8,
+        "retried without bound: {e}"
+    );
+    assert!(
+        progress.retries.load(Ordering::Relaxed) >= 3,
+        "{progress:?}"
+    );
+    // Nothing of the layer stays: no partial rootfs to unpack later.
+    assert_store_empty(&store);
 }

@@ -21,6 +21,7 @@ pub mod cosign;
 pub mod error;
 pub mod identity;
 pub mod keys;
+pub mod manifest_get;
 pub mod payload;
 pub mod policy;
 pub mod reference;

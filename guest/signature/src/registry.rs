@@ -17,6 +17,7 @@ use crate::cosign::{
     sha256_digest, DOCKER_MANIFEST_MEDIA_TYPE, MAX_MANIFEST_SIZE, OCI_MANIFEST_MEDIA_TYPE,
 };
 use crate::error::SignatureError;
+use crate::manifest_get::ManifestGetter;
 use crate::source::SignatureSource;
 
 /// How to reach the registry.
@@ -47,6 +48,7 @@ impl std::fmt::Debug for RegistryOptions {
 pub struct RegistrySignatureSource {
     client: Client,
     auth: RegistryAuth,
+    manifests: ManifestGetter,
 }
 
 fn registry_err(what: impl Into<String>, e: impl std::fmt::Display) -> SignatureError {
@@ -98,13 +100,19 @@ impl RegistrySignatureSource {
             read_timeout: Some(Duration::from_secs(60)),
             ..ClientConfig::default()
         };
+        let manifests = ManifestGetter::new(&config, MAX_MANIFEST_SIZE)
+            .map_err(|e| registry_err("setting up the client", e))?;
         let client =
             Client::try_from(config).map_err(|e| registry_err("setting up the client", e))?;
         let auth = match &opts.basic_auth {
             Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
             None => RegistryAuth::Anonymous,
         };
-        Ok(Self { client, auth })
+        Ok(Self {
+            client,
+            auth,
+            manifests,
+        })
     }
 
     /// The digest of the manifest `image` names (for a multi-platform image,
@@ -178,26 +186,16 @@ impl SignatureSource for RegistrySignatureSource {
     ) -> Result<Option<Vec<u8>>, SignatureError> {
         let r = with_tag(image, tag);
         match self
-            .client
-            .pull_manifest_raw(
-                &r,
+            .manifests
+            .get(
+                &self.client,
                 &self.auth,
+                &r,
                 &[OCI_MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE],
             )
             .await
         {
-            Ok((body, _)) => {
-                if body.len() > MAX_MANIFEST_SIZE {
-                    return Err(registry_err(
-                        format!("fetching {r}"),
-                        format!(
-                            "manifest is {} bytes, over the {MAX_MANIFEST_SIZE}-byte limit",
-                            body.len()
-                        ),
-                    ));
-                }
-                Ok(Some(body.to_vec()))
-            }
+            Ok(body) => Ok(Some(body.to_vec())),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(registry_err(format!("fetching {r}"), e)),
         }

@@ -11,7 +11,8 @@ use cloister_signature::{
     generate_key_pair, sign_image, verify, PolicyFile, Reference, RegistryOptions,
     RegistrySignatureSource, SignatureError, SigningKey, Verified,
 };
-use common::{cosign_tool, run, skip_reason, Registry};
+use cloister_test_support::{run, Registry, Setup};
+use common::{cosign_tool, skip_reason};
 
 fn source() -> RegistrySignatureSource {
     cloister_signature::install_crypto_provider();
@@ -57,7 +58,7 @@ fn py_sign(reg: &Registry, key: &Path, repo: &str, extra: &[&str]) {
     run(cosign_tool()
         .args(["sign", "--key"])
         .arg(key)
-        .args(["--registry", &reg.addr, "--repo", repo, "--tag", "v1"])
+        .args(["--registry", &reg.host(), "--repo", repo, "--tag", "v1"])
         .args(extra));
 }
 
@@ -66,18 +67,18 @@ async fn python_made_signatures_in_a_real_registry() {
     if skip_reason(true).is_some() {
         return;
     }
-    let reg = Registry::start();
-    let r = &reg.addr;
+    let reg = Registry::start(Setup::HTTP);
+    let r = &reg.host();
     let keys = reg.dir.path();
     run(cosign_tool().args(["keygen", "--out"]).arg(keys.join("a")));
     run(cosign_tool().args(["keygen", "--out"]).arg(keys.join("b")));
     let (a_key, a_pub, b_pub) = (keys.join("a.key"), keys.join("a.pub"), keys.join("b.pub"));
 
-    let good = reg.push("good:v1");
-    let tampered = reg.push("tampered:v1");
-    let other_digest = reg.push("otherdigest:v1");
-    let other_id = reg.push("otherid:v1");
-    let unsigned = reg.push("unsigned:v1");
+    let good = reg.push_busybox("good:v1");
+    let tampered = reg.push_busybox("tampered:v1");
+    let other_digest = reg.push_busybox("otherdigest:v1");
+    let other_id = reg.push_busybox("otherid:v1");
+    let unsigned = reg.push_busybox("unsigned:v1");
     py_sign(&reg, &a_key, "good", &[]);
     py_sign(&reg, &a_key, "tampered", &["--tamper"]);
     let wrong = format!("sha256:{}", "1".repeat(64));
@@ -234,8 +235,8 @@ async fn cloister_signatures_verify_with_the_independent_implementation() {
     if skip_reason(true).is_some() {
         return;
     }
-    let reg = Registry::start();
-    let r = &reg.addr;
+    let reg = Registry::start(Setup::HTTP);
+    let r = &reg.host();
     let dir = reg.dir.path();
 
     // `cloister image keygen`'s format, decrypted by the Python code.
@@ -244,7 +245,7 @@ async fn cloister_signatures_verify_with_the_independent_implementation() {
     std::fs::write(dir.join("cosign.pub"), &pair.public_pem).unwrap();
     let key = SigningKey::from_pem(pair.private_pem.as_bytes(), b"secret", "cosign.key").unwrap();
 
-    let digest = reg.push("signed:v1");
+    let digest = reg.push_busybox("signed:v1");
     let src = source();
     let image = Reference::try_from(format!("{r}/signed:v1").as_str()).unwrap();
     let signed = sign_image(&src, &image, &key).await.unwrap();
@@ -326,13 +327,13 @@ async fn skopeo_copied_signatures_and_mirrors() {
     if skip_reason(true).is_some() {
         return;
     }
-    let reg = Registry::start();
-    let r = &reg.addr;
+    let reg = Registry::start(Setup::HTTP);
+    let r = &reg.host();
     let dir = reg.dir.path();
     run(cosign_tool()
         .args(["keygen", "--out"])
         .arg(dir.join("vendor")));
-    let digest = reg.push("vendor/app:v1");
+    let digest = reg.push_busybox("vendor/app:v1");
     py_sign(&reg, &dir.join("vendor.key"), "vendor/app", &[]);
 
     // skopeo copies the image and its cosign signature to a mirror.
@@ -434,9 +435,9 @@ async fn tls_registry_with_basic_auth() {
     if skip_reason(true).is_some() {
         return;
     }
-    let reg = Registry::start_tls(Some(("tenant", "s3cret pass")));
-    let r = &reg.addr;
-    let digest = reg.push("app:v1");
+    let reg = Registry::start(Setup::htpasswd("tenant", "s3cret pass").with_tls());
+    let r = &reg.host();
+    let digest = reg.push_busybox("app:v1");
     cloister_signature::install_crypto_provider();
     let ca = reg.ca_pem.clone().unwrap();
     let creds = Some(("tenant".to_string(), "s3cret pass".to_string()));

@@ -7,7 +7,7 @@ use std::process::Command;
 use base64::Engine as _;
 
 use crate::common::{cloister_bin, text};
-use crate::registry::{Layout, TestRegistry};
+use cloister_test_support::{Layout, Registry};
 
 pub const PASSWORD: &str = "test-pass";
 
@@ -18,7 +18,7 @@ pub struct SignedImage {
     pub public_pem: Vec<u8>,
 }
 
-pub fn signed_image(reg: &TestRegistry, dir: &Path) -> SignedImage {
+pub fn signed_image(reg: &Registry, dir: &Path) -> SignedImage {
     let layout = Layout::new(dir);
     layout.busybox("v1", "amd64");
     layout.change("v1", |rootfs| {
@@ -60,7 +60,7 @@ pub fn signed_image(reg: &TestRegistry, dir: &Path) -> SignedImage {
 
 /// Initdata: `policy`, a signature policy requiring the test key, and the
 /// registry on the host's loopback through the guest's 10.0.2.2.
-pub fn initdata(policy: &str, reg: &TestRegistry, public_pem: &[u8]) -> String {
+pub fn initdata(policy: &str, reg: &Registry, public_pem: &[u8]) -> String {
     initdata_via(
         policy,
         reg,
@@ -70,7 +70,7 @@ pub fn initdata(policy: &str, reg: &TestRegistry, public_pem: &[u8]) -> String {
 }
 
 /// The same, with the guest reaching the registry's port at `host`.
-pub fn initdata_via(policy: &str, reg: &TestRegistry, public_pem: &[u8], host: &str) -> String {
+pub fn initdata_via(policy: &str, reg: &Registry, public_pem: &[u8], host: &str) -> String {
     let key = base64::engine::general_purpose::STANDARD.encode(public_pem);
     let image_policy = serde_json::json!({
         "default": [{"type": "reject"}],
