@@ -269,7 +269,10 @@ impl KbsClient {
         self.post_attestation(&att).await
     }
 
-    /// RCAR with retries (backoff) on transient failures.
+    /// RCAR with retries (backoff) on transient failures, and from the
+    /// start when the KBS lost the session between the challenge and the
+    /// attestation (it restarted, or the nonce expired meanwhile). Bounded by
+    /// `retry.attempts` either way.
     pub async fn attest(&mut self) -> Result<String, KbsClientError> {
         let retry = self.config.retry;
         let mut wait = retry.initial_backoff;
@@ -277,7 +280,10 @@ impl KbsClient {
         loop {
             match self.attest_once().await {
                 Ok(t) => return Ok(t),
-                Err(e) if e.is_transient() && attempt < retry.attempts.max(1) => {
+                Err(e)
+                    if (e.is_transient() || e.is_session_lost())
+                        && attempt < retry.attempts.max(1) =>
+                {
                     tracing::warn!(attempt, error = %e, wait_ms = wait.as_millis() as u64, "KBS attestation failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(retry.max_backoff);

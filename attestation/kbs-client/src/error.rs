@@ -68,6 +68,22 @@ pub enum KbsClientError {
 }
 
 impl KbsClientError {
+    /// The KBS no longer knew the session at the attest step (it restarted,
+    /// or the session or its nonce expired): a new RCAR from auth can work.
+    pub fn is_session_lost(&self) -> bool {
+        const LOST: [&str; 3] = ["session-unknown", "session-expired", "nonce-expired"];
+        match self {
+            KbsClientError::Refused {
+                step: Step::Attest,
+                status: 401,
+                problem,
+            } => LOST
+                .iter()
+                .any(|t| problem.problem_type.rsplit(':').next() == Some(t)),
+            _ => false,
+        }
+    }
+
     /// Worth another try: the KBS could not be reached, or failed on its side.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -358,3 +358,104 @@ async fn unconfigured_kbs_releases_nothing() {
         "attestation policy denied: no reference measurement is configured (admin API: PUT /admin/v0/reference-values)"
     );
 }
+
+/// Fast, bounded retries for the fault tests.
+fn quick_retries(env: &Env, attempts: u32) -> cloister_kbs_client::KbsClientConfig {
+    let mut c = env.client_config();
+    c.retry.attempts = attempts;
+    c.retry.initial_backoff = Duration::from_millis(20);
+    c.retry.max_backoff = Duration::from_millis(40);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kbs_that_is_down_is_retried_then_named_with_the_step() {
+    let mut env = Env::new(true, Duration::from_secs(300));
+    let config = quick_retries(&env, 3);
+    let url = config.url.clone();
+    let addr = env.kbs.as_ref().unwrap().addr;
+    env.kbs.take().unwrap().shutdown().await;
+    // Something on the port that takes each connection and drops it, as a
+    // KBS does while it restarts; it counts the tries.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let tries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = tries.clone();
+    let dropper = tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(conn);
+        }
+    });
+    let mut client = env.client_with(config);
+    let e = client
+        .get_resource("default", "key", "k1")
+        .await
+        .unwrap_err();
+    dropper.abort();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text += &format!(": {s}");
+        source = s.source();
+    }
+    assert!(text.starts_with("auth: "), "{text}");
+    assert!(text.contains(&format!("{url}/kbs/v0/auth")), "{text}");
+    assert_eq!(
+        tries.load(std::sync::atomic::Ordering::Relaxed),
+        3,
+        "bounded retries: {text}"
+    );
+}
+
+/// An attester that, the first time it is asked for evidence (between the
+/// challenge and the attestation), has the test restart the KBS.
+struct RestartMidway {
+    inner: cloister_kbs_client::SimAttester,
+    restart:
+        std::sync::Mutex<Option<tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>>>,
+}
+
+#[async_trait::async_trait]
+impl cloister_kbs_client::Attester for RestartMidway {
+    fn tee(&self) -> kbs_types::Tee {
+        self.inner.tee()
+    }
+    async fn evidence(
+        &self,
+        report_data: [u8; 64],
+    ) -> Result<serde_json::Value, cloister_kbs_client::attester::AttesterError> {
+        let tx = self.restart.lock().unwrap().take();
+        if let Some(tx) = tx {
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            tx.send(done_tx).unwrap();
+            done_rx.await.unwrap();
+        }
+        self.inner.evidence(report_data).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kbs_restart_mid_attestation_is_survived_by_attesting_again() {
+    let mut env = Env::new(true, Duration::from_secs(300));
+    env.good_reference().await;
+    env.admin()
+        .set_resource("default/key/k1", b"after the restart")
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let attester = RestartMidway {
+        inner: cloister_kbs_client::SimAttester::new(cloister_kbs_client::UnixTransport(
+            env.dir.path().join("vsock.sock_1025"),
+        )),
+        restart: std::sync::Mutex::new(Some(tx)),
+    };
+    let mut client =
+        cloister_kbs_client::KbsClient::new(quick_retries(&env, 3), Box::new(attester)).unwrap();
+    let fetch = tokio::spawn(async move { client.get_resource("default", "key", "k1").await });
+    // The client holds a challenge now; the KBS forgets it.
+    let done: tokio::sync::oneshot::Sender<()> = rx.await.unwrap();
+    env.restart().await;
+    done.send(()).unwrap();
+    let got = fetch.await.unwrap().unwrap();
+    assert_eq!(got, b"after the restart");
+}
