@@ -61,7 +61,7 @@ pub async fn image_keys(
             client
                 .get_resource(repo, kind, tag)
                 .await
-                .map_err(|e| refuse(format!("fetching {k} from the KBS: {e}")))?,
+                .map_err(|e| refuse(format!("fetching {k} from the KBS {url}: {e}")))?,
         );
         ring.add_pem(k, &pem)
             .map_err(|e| refuse(format!("{k} from the KBS is not a usable private key: {e}")))?;

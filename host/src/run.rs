@@ -52,6 +52,54 @@ pub enum RunError {
     Create(String),
     #[error("{what}: {message}")]
     Agent { what: &'static str, message: String },
+    /// The VM ended while a step was in progress: the reason is the VM's
+    /// end (QEMU killed, the guest powered off or reset), not the broken
+    /// connection the step saw.
+    #[error("the VM ended during {step} ({why}); {step} failed with: {cause}")]
+    VmEnded {
+        step: &'static str,
+        why: String,
+        cause: String,
+    },
+}
+
+impl RunError {
+    /// The agent request the error came from.
+    fn step(&self) -> &'static str {
+        match self {
+            RunError::Boot(_) => "boot",
+            RunError::Pod(_) => "CreateSandbox",
+            RunError::Create(_) => "CreateContainer",
+            RunError::Agent { what, .. } => what,
+            RunError::VmEnded { step, .. } => step,
+        }
+    }
+}
+
+/// `e`, or, when the VM has ended (or ends within a moment: a broken
+/// connection is usually seen before the VMM's exit is), the VM's end as the
+/// reason.
+async fn with_vm_end(sb: &mut Sandbox, e: RunError) -> RunError {
+    if matches!(e, RunError::VmEnded { .. }) {
+        return e;
+    }
+    // A refusal from the agent (a ttrpc status) comes from a live guest:
+    // look once. A broken connection: give the VMM's exit a moment.
+    let text = e.to_string();
+    let transport = ["socket", "eof", "closed", "reset", "broken pipe"]
+        .iter()
+        .any(|w| text.to_ascii_lowercase().contains(w));
+    for _ in 0..if transport { 20 } else { 1 } {
+        if let Some(why) = sb.vm.try_wait() {
+            return RunError::VmEnded {
+                step: e.step(),
+                why,
+                cause: e.to_string(),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    e
 }
 
 pub fn rpc_message(e: &ttrpc::Error) -> String {
@@ -70,10 +118,13 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     let mut phases = Vec::new();
     let t = Instant::now();
-    let sb = Sandbox::boot(&opts.boot).await?;
+    let mut sb = Sandbox::boot(&opts.boot).await?;
     phases.push(("boot", t.elapsed()));
     info!(ms = t.elapsed().as_millis() as u64, "sandbox booted");
-    let result = run_in(&sb, opts, &mut phases, out, err).await;
+    let result = match run_in(&sb, opts, &mut phases, out, err).await {
+        Err(e) => Err(with_vm_end(&mut sb, e).await),
+        ok => ok,
+    };
     let t = Instant::now();
     if result.is_ok() {
         let _ = sb.agent.destroy_sandbox().await;
