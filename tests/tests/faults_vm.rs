@@ -161,3 +161,106 @@ fn killing_the_vmm_during_create_container_fails_the_run_and_leaves_nothing() {
     assert!(files.is_empty(), "left in TMPDIR: {files:?}");
     drop(demo);
 }
+
+/// The guest's disk (its tmpfs root, half its memory) fills while a layer
+/// is unpacked: CreateContainer fails naming that, the container is not
+/// created, the partial layer is removed (a smaller image pulls and runs
+/// right after, in the same guest), and the agent carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_out_of_disk_while_unpacking_fails_the_pull_and_recovers() {
+    use cloister_host::sandbox::{BootOptions, Sandbox};
+    use cloister_test_support::{tools, Layout, Registry, Setup};
+    if !tools::registry_tools_present() {
+        return;
+    }
+    let (Some(k), Some(i)) = (kernel(), agent_initrd()) else {
+        return;
+    };
+    if !qemu() {
+        return;
+    }
+    let reg = Registry::start(Setup::HTTP);
+    let work = tempfile::tempdir().unwrap();
+    let layout = Layout::new(work.path());
+    layout.busybox("small", "amd64");
+    reg.push(&layout.path, "small", "small:1", &[]);
+    layout.busybox("big", "amd64");
+    layout.change("big", |rootfs| {
+        // Random bytes: gzip cannot shrink them, the guest must store them.
+        let mut f = std::fs::File::create(rootfs.join("big")).unwrap();
+        let mut rng = std::fs::File::open("/dev/urandom").unwrap();
+        std::io::copy(&mut std::io::Read::take(&mut rng, 112 << 20), &mut f).unwrap();
+    });
+    reg.push(&layout.path, "big", "big:1", &[]);
+
+    let run = tempfile::tempdir().unwrap();
+    let mut opts = BootOptions::new(k, i);
+    // 192 MiB of memory: a 96 MiB tmpfs root, less than the big layer.
+    opts.vm.memory_mib = 192;
+    opts.vm.user_net = true;
+    opts.run_dir = Some(run.path().join("vm"));
+    opts.agent_timeout = Duration::from_secs(60);
+    let sb = Sandbox::boot(&opts).await.expect("boot");
+    let allow_all = std::fs::read_to_string(repo_root().join("policies/allow-all.rego")).unwrap();
+    let registry = serde_json::json!({
+        "insecure_http": true,
+        "mirrors": {reg.host(): format!("{}:{}", cloister_host::hypervisor::USER_NET_HOST, reg.port)}
+    });
+    let initdata = format!(
+        "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"policy.rego\" = '''\n{allow_all}\n'''\n\"image-policy.json\" = '''{{\"default\": [{{\"type\": \"insecureAcceptAnything\"}}]}}'''\n\"registry.json\" = '''{registry}'''\n"
+    );
+    cloister_host::pod::start_sandbox(
+        &sb.agent,
+        "pod1",
+        "pod-one",
+        &initdata,
+        &cloister_host::pod::network::GuestNetwork::user(),
+    )
+    .await
+    .unwrap();
+    let spec = serde_json::to_vec(&cloister_protocol::oci::default_spec(&[
+        "/bin/busybox",
+        "echo",
+        "still here",
+    ]))
+    .unwrap();
+    let e = sb
+        .agent
+        .create_container(
+            "big",
+            &format!("{}/big:1", reg.host()),
+            &spec,
+            Duration::from_secs(300),
+        )
+        .await
+        .expect_err("a layer larger than the guest's disk was unpacked");
+    let msg = cloister_host::run::rpc_message(&e);
+    eprintln!("CreateContainer said: {msg}");
+    assert!(msg.contains("No space left on device"), "{msg}");
+    assert!(
+        msg.contains("big"),
+        "the failing entry or layer is named: {msg}"
+    );
+    // Not created: nothing to start.
+    assert!(sb.agent.start_container("big").await.is_err());
+
+    sb.agent
+        .create_container(
+            "small",
+            &format!("{}/small:1", reg.host()),
+            &spec,
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the small image after the failed one: {}",
+                cloister_host::run::rpc_message(&e)
+            )
+        });
+    sb.agent.start_container("small").await.unwrap();
+    let out = sb.agent.read_all("small", "", false, |_| {}).await.unwrap();
+    assert_eq!(sb.agent.wait("small", "").await.unwrap(), 0);
+    assert_eq!(text(&out), "still here\n");
+    sb.shutdown();
+}
