@@ -153,7 +153,7 @@ fn ten_sandboxes_at_once_all_succeed_and_leave_nothing() {
     }
     println!(
         "{SANDBOXES} sandboxes at once: all ran in {:.1} s wall; peak host memory of the runs \
-         {:.0} MiB RSS over up to {} processes (plus this test process)",
+         {:.0} MiB RSS (the VMMs, up to {} at once, and this process with the vsock backends)",
         wall.as_secs_f64(),
         peak_kb.load(Ordering::Relaxed) as f64 / 1024.0,
         peak_procs.load(Ordering::Relaxed)
