@@ -43,18 +43,37 @@ pub struct Session {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionError {
     Unknown,
-    Expired { at: SystemTime },
+    Expired {
+        at: SystemTime,
+    },
+    /// `max_sessions` are alive: no new one until some expire.
+    Full {
+        live: usize,
+    },
 }
 
 /// The live sessions.
 pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
+    map: Mutex<Map>,
     pub nonce_ttl: Duration,
     pub session_ttl: Duration,
+    /// Most sessions alive at once; `/auth` is refused beyond (anyone may
+    /// call it, so without a bound its memory is the attacker's to fill).
+    pub max_sessions: usize,
 }
 
-/// Above this many sessions, expired ones are purged on the next insert.
+struct Map {
+    sessions: HashMap<String, Session>,
+    last_purge: Instant,
+}
+
+/// Above this many sessions, expired ones are purged, at most once a second
+/// (a purge walks every session: doing it on each insert would make a flood
+/// of `/auth` quadratic).
 const PURGE_ABOVE: usize = 4096;
+const PURGE_EVERY: Duration = Duration::from_secs(1);
+/// The default bound: about 30 MB of sessions.
+pub const MAX_SESSIONS: usize = 100_000;
 
 fn random_b64(len: usize) -> String {
     use base64::Engine as _;
@@ -66,20 +85,24 @@ fn random_b64(len: usize) -> String {
 impl Sessions {
     pub fn new(nonce_ttl: Duration, session_ttl: Duration) -> Sessions {
         Sessions {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(Map {
+                sessions: HashMap::new(),
+                last_purge: Instant::now(),
+            }),
+            max_sessions: MAX_SESSIONS,
             nonce_ttl,
             session_ttl,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
         // A panic while holding the lock leaves a consistent map (every update is
         // a single insert or remove), so a poisoned lock is still usable.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts a session: returns its id and nonce (32 random bytes, base64).
-    pub fn challenge(&self, tee: Tee) -> (String, String) {
+    pub fn challenge(&self, tee: Tee) -> Result<(String, String), SessionError> {
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
         let id = hex::encode(id);
@@ -96,17 +119,27 @@ impl Sessions {
             expires_at: SystemTime::now() + self.session_ttl,
         };
         let mut map = self.lock();
-        if map.len() > PURGE_ABOVE {
-            map.retain(|_, s| s.expires > now);
+        let len = map.sessions.len();
+        let every = PURGE_EVERY.min(self.session_ttl);
+        if len >= PURGE_ABOVE.min(self.max_sessions) && now.duration_since(map.last_purge) >= every
+        {
+            map.sessions.retain(|_, s| s.expires > now);
+            map.last_purge = now;
         }
-        map.insert(id.clone(), session);
-        (id, nonce)
+        if map.sessions.len() >= self.max_sessions {
+            return Err(SessionError::Full {
+                live: map.sessions.len(),
+            });
+        }
+        map.sessions.insert(id.clone(), session);
+        Ok((id, nonce))
     }
 
     /// Takes the session's challenge for an attestation attempt, marking the nonce
     /// spent. Returns the stage it was in.
     pub fn take_for_attest(&self, id: &str) -> Result<Stage, SessionError> {
-        let mut map = self.lock();
+        let mut guard = self.lock();
+        let map = &mut guard.sessions;
         let s = map.get_mut(id).ok_or(SessionError::Unknown)?;
         if s.expires <= Instant::now() {
             let at = s.expires_at;
@@ -122,7 +155,7 @@ impl Sessions {
     /// Records a successful attestation.
     pub fn attested(&self, id: &str, token: String, claims: TokenClaims) {
         let now = Instant::now();
-        if let Some(s) = self.lock().get_mut(id) {
+        if let Some(s) = self.lock().sessions.get_mut(id) {
             s.stage = Stage::Attested {
                 token,
                 claims: Box::new(claims),
@@ -134,7 +167,8 @@ impl Sessions {
 
     /// The session, if it exists and has not expired.
     pub fn get(&self, id: &str) -> Result<Session, SessionError> {
-        let mut map = self.lock();
+        let mut guard = self.lock();
+        let map = &mut guard.sessions;
         let s = map.get(id).ok_or(SessionError::Unknown)?;
         if s.expires <= Instant::now() {
             let at = s.expires_at;
@@ -152,7 +186,7 @@ mod tests {
     #[test]
     fn nonce_is_single_use_and_sessions_expire() {
         let s = Sessions::new(Duration::from_secs(5), Duration::from_millis(50));
-        let (id, nonce) = s.challenge(Tee::Snp);
+        let (id, nonce) = s.challenge(Tee::Snp).unwrap();
         assert_eq!(
             base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &nonce)
                 .unwrap()
@@ -168,5 +202,23 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         assert!(matches!(s.get(&id), Err(SessionError::Expired { .. })));
         assert_eq!(s.get(&id).unwrap_err(), SessionError::Unknown);
+    }
+
+    #[test]
+    fn a_flood_of_challenges_is_bounded_and_expired_sessions_make_room() {
+        let mut s = Sessions::new(Duration::from_millis(30), Duration::from_millis(30));
+        s.max_sessions = 100;
+        for _ in 0..100 {
+            s.challenge(Tee::Snp).unwrap();
+        }
+        assert_eq!(
+            s.challenge(Tee::Snp).unwrap_err(),
+            SessionError::Full { live: 100 }
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        // All expired: the full map is purged before refusing.
+        let (id, _) = s.challenge(Tee::Snp).unwrap();
+        assert!(matches!(s.get(&id), Ok(_)));
+        assert_eq!(s.lock().sessions.len(), 1);
     }
 }

@@ -63,6 +63,14 @@ pub fn session_problem(e: SessionError, id: &str) -> Problem {
             format!("before {}", format_rfc3339(at)),
             format_rfc3339(SystemTime::now()),
         ),
+        SessionError::Full { live } => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too-many-sessions",
+            "Too many sessions",
+            format!(
+                "auth: {live} sessions are alive, the most this KBS keeps; try again when some expire"
+            ),
+        ),
     }
 }
 
@@ -82,7 +90,10 @@ pub async fn auth(State(kbs): State<Arc<Kbs>>, body: Bytes) -> Result<Response, 
         )
         .compared("tee", "snp, tdx or sample", req.tee.to_string()));
     }
-    let (id, nonce) = kbs.sessions.challenge(req.tee);
+    let (id, nonce) = kbs
+        .sessions
+        .challenge(req.tee)
+        .map_err(|e| session_problem(e, ""))?;
     tracing::debug!(session = %id, tee = %req.tee, version = %req.version, "auth: challenge issued");
     let challenge = Challenge {
         nonce,
