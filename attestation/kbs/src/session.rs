@@ -218,7 +218,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         // All expired: the full map is purged before refusing.
         let (id, _) = s.challenge(Tee::Snp).unwrap();
-        assert!(matches!(s.get(&id), Ok(_)));
+        assert!(s.get(&id).is_ok());
         assert_eq!(s.lock().sessions.len(), 1);
     }
 }
