@@ -132,6 +132,23 @@ impl Layout {
             .unwrap()
             .to_string()
     }
+
+    /// The layer digests (`sha256:…`) of `tag`'s manifest, in order.
+    pub fn layer_digests(&self, tag: &str) -> Vec<String> {
+        let digest = self.manifest_digest(tag);
+        let path = self
+            .path
+            .join("blobs/sha256")
+            .join(&digest["sha256:".len()..]);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    }
 }
 
 /// umoci unpacks as the caller's user only with `--rootless`.

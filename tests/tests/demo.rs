@@ -18,40 +18,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn config(work: &Path) -> Option<DemoConfig> {
-    let (Some(kernel), Some(initrd)) = (kernel(), agent_initrd()) else {
-        return None;
-    };
-    if !qemu() {
-        return None;
-    }
-    let bin_dir = cloister_bin().parent().unwrap().to_path_buf();
-    if !bin_dir.join("cloister-kbs").is_file() {
-        skip_or_fail("cloister-kbs is not built (cargo build --workspace)");
-        return None;
-    }
-    for tool in [
-        "/usr/bin/docker-registry",
-        "/usr/bin/skopeo",
-        "/usr/bin/umoci",
-        "/usr/bin/openssl",
-    ] {
-        if !Path::new(tool).exists() {
-            skip_or_fail(&format!("{tool} is missing (scripts/install-deps)"));
-            return None;
-        }
-    }
-    Some(DemoConfig {
-        kernel,
-        initrd,
-        bin_dir,
-        sim_state: work.join("sim"),
-        work: work.join("demo"),
-        reference_initrd: None,
-        policy_lists_unsigned: false,
-    })
-}
-
 fn prepare(cfg: DemoConfig) -> Demo {
     Demo::prepare(cfg, &mut |s| eprintln!("demo: {s}")).expect("demo set-up")
 }
@@ -88,7 +54,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 fn the_demo_runs_and_no_secret_reaches_the_host() {
     let _one = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let Some(cfg) = config(tmp.path()) else {
+    let Some(cfg) = demo_config(tmp.path()) else {
         return;
     };
     let demo = prepare(cfg);
@@ -175,7 +141,7 @@ fn the_demo_runs_and_no_secret_reaches_the_host() {
 fn a_tampered_initramfs_changes_the_measurement_and_gets_no_key() {
     let _one = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let Some(mut cfg) = config(tmp.path()) else {
+    let Some(mut cfg) = demo_config(tmp.path()) else {
         return;
     };
     // The KBS expects the real initramfs; the VM boots one with an extra
@@ -217,7 +183,7 @@ fn a_tampered_initramfs_changes_the_measurement_and_gets_no_key() {
 fn an_unsigned_image_is_refused_even_when_the_agent_policy_lists_it() {
     let _one = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let Some(mut cfg) = config(tmp.path()) else {
+    let Some(mut cfg) = demo_config(tmp.path()) else {
         return;
     };
     cfg.policy_lists_unsigned = true;
@@ -240,7 +206,7 @@ fn an_unsigned_image_is_refused_even_when_the_agent_policy_lists_it() {
 fn an_exec_the_policy_does_not_list_is_denied() {
     let _one = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let Some(cfg) = config(tmp.path()) else {
+    let Some(cfg) = demo_config(tmp.path()) else {
         return;
     };
     let demo = prepare(cfg);

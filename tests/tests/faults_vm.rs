@@ -9,31 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cloister_host::demo::{Demo, DemoConfig, DEMO_COMMAND};
+use cloister_host::demo::{Demo, DEMO_COMMAND};
 use common::*;
-
-fn config(work: &Path) -> Option<DemoConfig> {
-    let (Some(kernel), Some(initrd)) = (kernel(), agent_initrd()) else {
-        return None;
-    };
-    if !qemu() {
-        return None;
-    }
-    let bin_dir = cloister_bin().parent().unwrap().to_path_buf();
-    if !bin_dir.join("cloister-kbs").is_file() {
-        skip_or_fail("cloister-kbs is not built (cargo build --workspace)");
-        return None;
-    }
-    Some(DemoConfig {
-        kernel,
-        initrd,
-        bin_dir,
-        sim_state: work.join("sim"),
-        work: work.join("demo"),
-        reference_initrd: None,
-        policy_lists_unsigned: false,
-    })
-}
 
 /// Pids of the processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
@@ -70,7 +47,7 @@ fn run_dir_under(tmp: &Path) -> Option<std::path::PathBuf> {
 #[test]
 fn killing_the_vmm_during_create_container_fails_the_run_and_leaves_nothing() {
     let work = tempfile::tempdir().unwrap();
-    let Some(cfg) = config(work.path()) else {
+    let Some(cfg) = demo_config(work.path()) else {
         return;
     };
     let demo = Demo::prepare(cfg.clone(), &mut |s| eprintln!("demo: {s}")).expect("demo set-up");

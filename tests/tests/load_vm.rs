@@ -6,39 +6,15 @@
 //! printed for BENCHMARKS.md (not asserted: figures go in benchmarks).
 mod common;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cloister_host::demo::{Demo, DemoConfig};
+use cloister_host::demo::Demo;
 use cloister_host::run::run;
 use common::*;
 
 const SANDBOXES: usize = 10;
-
-fn config(work: &Path) -> Option<DemoConfig> {
-    let (Some(kernel), Some(initrd)) = (kernel(), agent_initrd()) else {
-        return None;
-    };
-    if !qemu() {
-        return None;
-    }
-    let bin_dir = cloister_bin().parent().unwrap().to_path_buf();
-    if !bin_dir.join("cloister-kbs").is_file() {
-        skip_or_fail("cloister-kbs is not built (cargo build --workspace)");
-        return None;
-    }
-    Some(DemoConfig {
-        kernel,
-        initrd,
-        bin_dir,
-        sim_state: work.join("sim"),
-        work: work.join("demo"),
-        reference_initrd: None,
-        policy_lists_unsigned: false,
-    })
-}
 
 /// Summed RSS (kB) of the processes whose command line mentions `needle`.
 fn rss_kb_of(needle: &str) -> (u64, usize) {
@@ -68,7 +44,7 @@ fn rss_kb_of(needle: &str) -> (u64, usize) {
 #[test]
 fn ten_sandboxes_at_once_all_succeed_and_leave_nothing() {
     let work = tempfile::tempdir().unwrap();
-    let Some(cfg) = config(work.path()) else {
+    let Some(cfg) = demo_config(work.path()) else {
         return;
     };
     let demo = Demo::prepare(cfg, &mut |s| eprintln!("demo: {s}")).expect("demo set-up");

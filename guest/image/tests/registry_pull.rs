@@ -483,19 +483,7 @@ async fn tampered_layer_is_refused_and_nothing_is_left() {
     l.busybox("base", "amd64");
     l.change("base", |r| std::fs::write(r.join("x"), "x").unwrap());
     f.reg.push(&l.path, "base", "tamper:1", &[]);
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            l.path
-                .join("blobs/sha256")
-                .join(&l.manifest_digest("base")[7..]),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let digest = manifest["layers"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = l.layer_digests("base")[0].clone();
     let data = f.reg.blob_data(&digest);
     let mut bytes = std::fs::read(&data).unwrap();
     let mid = bytes.len() / 2;
@@ -764,19 +752,7 @@ async fn a_registry_that_keeps_dropping_mid_layer_is_refused_after_the_retries()
     let l = Layout::new(f.dir.path());
     l.busybox("base", "amd64");
     f.reg.push(&l.path, "base", "drop:1", &[]);
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            l.path
-                .join("blobs/sha256")
-                .join(&l.manifest_digest("base")[7..]),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let digest = manifest["layers"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = l.layer_digests("base")[0].clone();
     // Every response for the layer breaks off after its headers and a few
     // bytes: resuming never gets further.
     let hostile = HostileRegistry::start(

@@ -99,3 +99,40 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
     }
     found
 }
+
+/// The demo's parts (registry, KBS, encrypted signed image, sim TEE) under
+/// `work`, or None (skipped, or failed under CI=true) when something they
+/// need is missing.
+pub fn demo_config(work: &Path) -> Option<cloister_host::demo::DemoConfig> {
+    let (Some(kernel), Some(initrd)) = (kernel(), agent_initrd()) else {
+        return None;
+    };
+    if !qemu() {
+        return None;
+    }
+    let bin_dir = cloister_bin().parent().unwrap().to_path_buf();
+    if !bin_dir.join("cloister-kbs").is_file() {
+        skip_or_fail("cloister-kbs is not built (cargo build --workspace)");
+        return None;
+    }
+    for tool in [
+        "/usr/bin/docker-registry",
+        "/usr/bin/skopeo",
+        "/usr/bin/umoci",
+        "/usr/bin/openssl",
+    ] {
+        if !Path::new(tool).exists() {
+            skip_or_fail(&format!("{tool} is missing (scripts/install-deps)"));
+            return None;
+        }
+    }
+    Some(cloister_host::demo::DemoConfig {
+        kernel,
+        initrd,
+        bin_dir,
+        sim_state: work.join("sim"),
+        work: work.join("demo"),
+        reference_initrd: None,
+        policy_lists_unsigned: false,
+    })
+}
