@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::agent_client::{connect_vsock, Agent, ConnectError};
 use crate::hypervisor::accel::{self, Accel};
+use crate::hypervisor::guest_end;
 use crate::hypervisor::qemu::{self, QemuError, QemuPaths, QemuVm, DEFAULT_QEMU};
 use crate::hypervisor::sim_tee::{self, SimTee, SimTeeError};
 use crate::hypervisor::tee::{self, TeeKind};
@@ -124,12 +125,16 @@ impl VmHandle {
         self.paths().vsock_socket
     }
 
-    /// `Some(why)` once the VM has ended.
+    /// `Some(why)` once the VM has ended: how QEMU ended, and the guest's
+    /// last words on its console when it left any.
     pub fn try_wait(&mut self) -> Option<String> {
-        match self {
-            VmHandle::InProcess(q) => q.try_wait().map(|s| s.to_string()),
-            VmHandle::Detached(v) => v.try_wait().map(|e| e.reason),
-        }
+        let why = match self {
+            VmHandle::InProcess(q) => q
+                .try_wait()
+                .map(|s| guest_end::describe_exit(s, &q.qemu_log_tail(10)))?,
+            VmHandle::Detached(v) => v.try_wait().map(|e| e.reason)?,
+        };
+        Some(guest_end::with_last_words(why, &self.console_tail(200)))
     }
 
     /// The pid of the process running the guest (QEMU).

@@ -1,7 +1,7 @@
-//! The main job when the host side breaks: the VMM killed while the guest is
-//! inside CreateContainer (attesting, pulling). `cloister run`, the real
-//! binary, must exit non-zero with the reason, and leave no process, socket
-//! or file behind. The parts are the demo's (registry, KBS, encrypted signed
+//! The main job when the host side breaks: the VMM killed or the VM reset
+//! while the guest is inside CreateContainer (attesting, pulling), the agent
+//! dying at start. `cloister run`, the real binary, must exit non-zero with
+//! the reason, and leave no process, socket or file behind. The parts are the demo's (registry, KBS, encrypted signed
 //! image, sim TEE).
 mod common;
 
@@ -44,99 +44,200 @@ fn run_dir_under(tmp: &Path) -> Option<std::path::PathBuf> {
         })
 }
 
+/// `cloister run` of the demo's container, started with its temporary files
+/// (its run directory) under a directory of their own, and only there.
+struct DemoRun {
+    child: std::process::Child,
+    tmp: std::path::PathBuf,
+    // Dropped in this order: the demo's servers, then their files.
+    _demo: Demo,
+    _work: tempfile::TempDir,
+}
+
+impl DemoRun {
+    /// `None` (after saying why) where the demo cannot run here.
+    fn start(extra: &[&str]) -> Option<DemoRun> {
+        let work = tempfile::tempdir().unwrap();
+        let cfg = demo_config(work.path())?;
+        let demo =
+            Demo::prepare(cfg.clone(), &mut |s| eprintln!("demo: {s}")).expect("demo set-up");
+        let initdata = work.path().join("initdata.toml");
+        std::fs::write(&initdata, &demo.initdata).unwrap();
+        let tmp = work.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let child = Command::new(cloister_bin())
+            .env("TMPDIR", &tmp)
+            .args(["run", "--tee", "sim", "--timeout", "120"])
+            .args(extra)
+            .arg("--kernel")
+            .arg(&cfg.kernel)
+            .arg("--initrd")
+            .arg(&cfg.initrd)
+            .arg("--sim-state")
+            .arg(&cfg.sim_state)
+            .arg("--initdata")
+            .arg(&initdata)
+            .arg("--id")
+            .arg("demo")
+            .arg(&demo.image)
+            .arg("--")
+            .args(DEMO_COMMAND)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Some(DemoRun {
+            child,
+            tmp,
+            _demo: demo,
+            _work: work,
+        })
+    }
+
+    /// The run directory, once the guest is inside CreateContainer: the
+    /// policy allowed it (the agent logs each decision on the console).
+    fn wait_for_create_container(&mut self) -> std::path::PathBuf {
+        let started = Instant::now();
+        loop {
+            if let Some(d) = run_dir_under(&self.tmp) {
+                let console = std::fs::read_to_string(d.join("console.log")).unwrap_or_default();
+                if console.contains("rule=\"CreateContainerRequest\"")
+                    || console.contains("rule=CreateContainerRequest")
+                {
+                    return d;
+                }
+            }
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "cloister run ended before CreateContainer"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the guest never reached CreateContainer"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The one QEMU of the run.
+    fn qemu_pid(run_dir: &Path) -> u32 {
+        let vmm: Vec<_> = processes_mentioning(&run_dir.display().to_string())
+            .into_iter()
+            .filter(|(_, c)| c.contains("qemu-system"))
+            .collect();
+        assert_eq!(vmm.len(), 1, "one QEMU for the run: {vmm:?}");
+        vmm[0].0
+    }
+
+    /// Waits for `cloister run`; asserts that it failed and left no process
+    /// of the run and nothing in its TMPDIR. Returns what it said.
+    fn failed_and_left_nothing(self) -> String {
+        let out = self.child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        eprintln!("cloister run said: {stderr}");
+        assert!(!out.status.success(), "cloister run succeeded: {stderr}");
+        std::thread::sleep(Duration::from_millis(200));
+        // Every process of the run (QEMU, the VMM) names its run directory,
+        // which is under `tmp`; the demo's registry and KBS do not.
+        let left = processes_mentioning(&self.tmp.display().to_string());
+        assert!(left.is_empty(), "processes left: {left:?}");
+        let files: Vec<_> = std::fs::read_dir(&self.tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(files.is_empty(), "left in TMPDIR: {files:?}");
+        stderr
+    }
+}
+
 #[test]
 fn killing_the_vmm_during_create_container_fails_the_run_and_leaves_nothing() {
-    let work = tempfile::tempdir().unwrap();
-    let Some(cfg) = demo_config(work.path()) else {
+    let Some(mut run) = DemoRun::start(&[]) else {
         return;
     };
-    let demo = Demo::prepare(cfg.clone(), &mut |s| eprintln!("demo: {s}")).expect("demo set-up");
-    let initdata = work.path().join("initdata.toml");
-    std::fs::write(&initdata, &demo.initdata).unwrap();
-    // cloister run's own temporary files (its run dir) go here, and only here.
-    let tmp = work.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    let mut child = Command::new(cloister_bin())
-        .env("TMPDIR", &tmp)
-        .args(["run", "--tee", "sim", "--timeout", "120"])
-        .arg("--kernel")
-        .arg(&cfg.kernel)
-        .arg("--initrd")
-        .arg(&cfg.initrd)
-        .arg("--sim-state")
-        .arg(&cfg.sim_state)
-        .arg("--initdata")
-        .arg(&initdata)
-        .arg("--id")
-        .arg("demo")
-        .arg(&demo.image)
-        .arg("--")
-        .args(DEMO_COMMAND)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-
-    // Wait until the guest is inside CreateContainer: the policy allowed it
-    // (the agent logs each decision on the console).
-    let started = Instant::now();
-    let run_dir = loop {
-        if let Some(d) = run_dir_under(&tmp) {
-            let console = std::fs::read_to_string(d.join("console.log")).unwrap_or_default();
-            if console.contains("rule=\"CreateContainerRequest\"")
-                || console.contains("rule=CreateContainerRequest")
-            {
-                break d;
-            }
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "cloister run ended before CreateContainer"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the guest never reached CreateContainer"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let needle = run_dir.display().to_string();
-    let vmm: Vec<_> = processes_mentioning(&needle)
-        .into_iter()
-        .filter(|(_, c)| c.contains("qemu-system"))
-        .collect();
-    assert_eq!(vmm.len(), 1, "one QEMU for the run: {vmm:?}");
+    let run_dir = run.wait_for_create_container();
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(vmm[0].0 as i32),
+        nix::unistd::Pid::from_raw(DemoRun::qemu_pid(&run_dir) as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-
-    let out = child.wait_with_output().unwrap();
-    let stderr = text(&out.stderr);
-    eprintln!(
-        "cloister run said: {}",
-        stderr.lines().last().unwrap_or_default()
-    );
-    assert!(!out.status.success(), "cloister run succeeded: {stderr}");
+    let stderr = run.failed_and_left_nothing();
+    let last = stderr.lines().last().unwrap_or_default();
     assert!(
-        stderr.contains("CreateContainer") || stderr.contains("create the container"),
+        last.contains("the VM ended during CreateContainer"),
         "the failed step is named: {stderr}"
     );
     assert!(
-        stderr.contains("VM") || stderr.contains("QEMU") || stderr.contains("qemu"),
-        "the reason names the VM: {stderr}"
+        last.contains("QEMU ended (signal: 9 (SIGKILL))"),
+        "the reason names the VMM's end: {stderr}"
     );
-    // Nothing left: no process of the run, no run directory, no socket.
-    std::thread::sleep(Duration::from_millis(200));
-    let left = processes_mentioning(&needle);
-    assert!(left.is_empty(), "processes left: {left:?}");
-    let files: Vec<_> = std::fs::read_dir(&tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert!(files.is_empty(), "left in TMPDIR: {files:?}");
-    drop(demo);
+}
+
+/// Sends `command` on QEMU's monitor (QMP) and returns its answer.
+fn qmp(socket: &Path, command: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut lines = BufReader::new(s.try_clone().unwrap()).lines();
+    let greeting = lines.next().unwrap().unwrap();
+    assert!(greeting.contains("QMP"), "{greeting}");
+    let mut w = &s;
+    writeln!(w, r#"{{"execute":"qmp_capabilities"}}"#).unwrap();
+    let ok = lines.next().unwrap().unwrap();
+    assert!(ok.contains("return"), "{ok}");
+    writeln!(w, r#"{{"execute":"{command}"}}"#).unwrap();
+    // Events may come before the answer.
+    loop {
+        let l = lines.next().unwrap().unwrap();
+        if l.contains("\"return\"") || l.contains("\"error\"") {
+            return l;
+        }
+    }
+}
+
+/// The VM resets under the agent while it attests and pulls (what PID 1
+/// dying does too: the kernel panics, `panic=-1` resets, `-no-reboot` ends
+/// QEMU): `cloister run` names the step and the reset, and leaves nothing.
+#[test]
+fn a_guest_reset_during_create_container_fails_the_run_and_leaves_nothing() {
+    let Some(mut run) = DemoRun::start(&[]) else {
+        return;
+    };
+    let run_dir = run.wait_for_create_container();
+    let answer = qmp(&run_dir.join("qmp.sock"), "system_reset");
+    assert!(answer.contains("return"), "system_reset: {answer}");
+    let stderr = run.failed_and_left_nothing();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("the VM ended during CreateContainer (the guest powered off or reset"),
+        "the step and the reset are named: {stderr}"
+    );
+}
+
+/// The agent, PID 1, gives up at start (here on a kernel command line it
+/// refuses) and turns the VM off: `cloister run` fails with the agent's own
+/// reason from the console, and leaves nothing.
+#[test]
+fn the_agent_dying_at_start_fails_the_run_with_its_reason() {
+    let cmdline = format!(
+        "{} cloister.log_format=bogus",
+        cloister_host::hypervisor::DEFAULT_CMDLINE
+    );
+    let Some(run) = DemoRun::start(&["--cmdline", &cmdline]) else {
+        return;
+    };
+    let stderr = run.failed_and_left_nothing();
+    let first = stderr
+        .lines()
+        .find(|l| l.contains("before its agent answered"))
+        .unwrap_or_else(|| panic!("the boot failure is named: {stderr}"));
+    assert!(
+        first.contains(
+            "the guest powered off or reset; the agent stopped: log format must be text or json, got \"bogus\""
+        ),
+        "the agent's reason is in the first line: {stderr}"
+    );
 }
 
 /// The guest's disk (its tmpfs root, half its memory) fills while a layer

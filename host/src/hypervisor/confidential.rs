@@ -37,11 +37,12 @@ pub fn memory_args(vcpus: u32, memory_mib: u32) -> Vec<OsString> {
     ]
 }
 
-/// No defaults, no display, no reboot, the console in a file, and the agent's
+/// The QMP monitor, no defaults, no display, no reboot, the console in a file, and the agent's
 /// vsock as a PCI device. `iommu_platform=on` (VIRTIO_F_ACCESS_PLATFORM): an
 /// encrypted guest only does DMA through bounce buffers it shares.
 pub fn device_args(paths: &QemuPaths) -> Vec<OsString> {
-    vec![
+    let mut a = super::qemu::qmp_args(&paths.qmp_socket);
+    a.extend([
         "-nodefaults".into(),
         "-no-user-config".into(),
         "-display".into(),
@@ -55,7 +56,8 @@ pub fn device_args(paths: &QemuPaths) -> Vec<OsString> {
         concat("socket,id=vsock,path=", opt_value(&paths.vhost_socket)),
         "-device".into(),
         "vhost-user-vsock-pci,chardev=vsock,disable-legacy=on,iommu_platform=on".into(),
-    ]
+    ]);
+    a
 }
 
 /// `-bios`, `-kernel`, `-initrd`, `-append`: plain arguments, not option lists.

@@ -3,6 +3,7 @@
 //! workload is decided here.
 pub mod accel;
 mod confidential;
+pub mod guest_end;
 pub mod qemu;
 pub mod qemu_version;
 pub mod sim_tee;

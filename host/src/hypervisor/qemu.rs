@@ -30,6 +30,10 @@ pub struct QemuPaths {
     pub qemu_log: PathBuf,
     pub vhost_socket: PathBuf,
     pub vsock_socket: PathBuf,
+    /// QEMU's monitor (QMP): for the operator and the fault tests, which
+    /// reset the guest through it. It gives nothing the host does not
+    /// already have: the host runs QEMU.
+    pub qmp_socket: PathBuf,
 }
 
 impl QemuPaths {
@@ -39,6 +43,7 @@ impl QemuPaths {
             qemu_log: dir.join("qemu.log"),
             vhost_socket: dir.join("vhost-vsock.sock"),
             vsock_socket: dir.join("vsock.sock"),
+            qmp_socket: dir.join("qmp.sock"),
         }
     }
 }
@@ -63,6 +68,7 @@ pub enum QemuError {
 /// Pure, so it can be tested.
 pub fn args(cfg: &VmConfig, accel: Accel, paths: &QemuPaths) -> Vec<OsString> {
     let mut a = machine_args(cfg, accel, &paths.console_log, true);
+    a.extend(qmp_args(&paths.qmp_socket));
     a.push("-chardev".into());
     a.push(os_concat("socket,id=vsock,path=", &paths.vhost_socket));
     a.push("-device".into());
@@ -144,6 +150,13 @@ fn machine_args(
     a.push("-serial".into());
     a.push("chardev:console".into());
     a
+}
+
+/// A QMP server on a Unix socket that never waits for a client.
+pub fn qmp_args(socket: &Path) -> Vec<OsString> {
+    let mut spec = os_concat("unix:", socket);
+    spec.push(",server=on,wait=off");
+    vec!["-qmp".into(), spec]
 }
 
 fn boot_args(cfg: &VmConfig) -> Vec<OsString> {
@@ -375,6 +388,10 @@ mod tests {
         );
         assert!(s.contains("-no-reboot"), "{s}");
         assert!(s.contains("-smp 2 -m 256M"), "{s}");
+        assert!(
+            s.contains("-qmp unix:/run/vm/qmp.sock,server=on,wait=off"),
+            "{s}"
+        );
     }
 
     #[test]

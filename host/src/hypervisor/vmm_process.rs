@@ -394,11 +394,7 @@ fn serve_spec(spec: &VmmSpec) -> anyhow::Result<i32> {
             vm.shutdown(Duration::from_secs(1));
             let qemu_tail = vm.qemu_log_tail(10);
             VmmExit {
-                reason: if status.success() {
-                    "the guest powered off or reset".to_string()
-                } else {
-                    format!("QEMU exited ({status}): {qemu_tail}")
-                },
+                reason: super::guest_end::describe_exit(status, &qemu_tail),
                 code: status.code(),
                 console_tail: vm.console_tail(30),
             }
