@@ -6,31 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cloister_host::demo::{Demo, DEMO_COMMAND};
+use cloister_host::demo::Demo;
 use common::*;
-
-/// Pids of the processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
-            let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            if c.contains(needle) {
-                out.push((pid, c));
-            }
-        }
-    }
-    out
-}
 
 /// The one `cloister-vm-*` run directory that appears under `tmp`.
 fn run_dir_under(tmp: &Path) -> Option<std::path::PathBuf> {
@@ -61,29 +40,10 @@ impl DemoRun {
         let cfg = demo_config(work.path())?;
         let demo =
             Demo::prepare(cfg.clone(), &mut |s| eprintln!("demo: {s}")).expect("demo set-up");
-        let initdata = work.path().join("initdata.toml");
-        std::fs::write(&initdata, &demo.initdata).unwrap();
         let tmp = work.path().join("tmp");
-        std::fs::create_dir(&tmp).unwrap();
-        let child = Command::new(cloister_bin())
-            .env("TMPDIR", &tmp)
-            .args(["run", "--tee", "sim", "--timeout", "120"])
-            .args(extra)
-            .arg("--kernel")
-            .arg(&cfg.kernel)
-            .arg("--initrd")
-            .arg(&cfg.initrd)
-            .arg("--sim-state")
-            .arg(&cfg.sim_state)
-            .arg("--initdata")
-            .arg(&initdata)
-            .arg("--id")
-            .arg("demo")
-            .arg(&demo.image)
-            .arg("--")
-            .args(DEMO_COMMAND)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        let mut args = vec!["--timeout", "120"];
+        args.extend_from_slice(extra);
+        let child = demo_run_command(&cfg, &demo, &work.path().join("initdata.toml"), &tmp, &args)
             .spawn()
             .unwrap();
         Some(DemoRun {
@@ -121,7 +81,7 @@ impl DemoRun {
 
     /// The one QEMU of the run.
     fn qemu_pid(run_dir: &Path) -> u32 {
-        let vmm: Vec<_> = processes_mentioning(&run_dir.display().to_string())
+        let vmm: Vec<_> = pids_mentioning(&run_dir.display().to_string())
             .into_iter()
             .filter(|(_, c)| c.contains("qemu-system"))
             .collect();

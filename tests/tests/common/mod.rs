@@ -88,16 +88,66 @@ pub fn text(b: &[u8]) -> String {
 
 /// Processes whose command line mentions `needle` (to prove nothing is left).
 pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    pids_mentioning(needle)
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect()
+}
+
+/// Pids and command lines of the other processes whose command line
+/// mentions `needle`.
+pub fn pids_mentioning(needle: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
         if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
             if cmd.contains(needle) {
-                found.push(cmd);
+                found.push((pid, cmd));
             }
         }
     }
     found
+}
+
+/// `cloister run` (the real binary) of the demo's container under the sim
+/// TEE, with its temporary files (its run directory) under `tmp` and only
+/// there; `initdata` is where the demo's initdata is written.
+pub fn demo_run_command(
+    cfg: &cloister_host::demo::DemoConfig,
+    demo: &cloister_host::demo::Demo,
+    initdata: &Path,
+    tmp: &Path,
+    extra: &[&str],
+) -> std::process::Command {
+    std::fs::write(initdata, &demo.initdata).unwrap();
+    std::fs::create_dir_all(tmp).unwrap();
+    let mut c = std::process::Command::new(cloister_bin());
+    c.env("TMPDIR", tmp)
+        // 512 MiB as the demo measured it for the KBS.
+        .args(["run", "--tee", "sim", "--memory", "512"])
+        .args(extra)
+        .arg("--kernel")
+        .arg(&cfg.kernel)
+        .arg("--initrd")
+        .arg(&cfg.initrd)
+        .arg("--sim-state")
+        .arg(&cfg.sim_state)
+        .arg("--initdata")
+        .arg(initdata)
+        // The name the demo's policy lists.
+        .args(["--id", "demo"])
+        .arg(&demo.image)
+        .arg("--")
+        .args(cloister_host::demo::DEMO_COMMAND)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
 }
 
 /// The demo's parts (registry, KBS, encrypted signed image, sim TEE) under
