@@ -16,29 +16,21 @@ use common::*;
 
 const SANDBOXES: usize = 10;
 
-/// Summed RSS (kB) of the processes whose command line mentions `needle`.
+/// Summed RSS (kB) of the processes whose command line mentions `needle`,
+/// and how many there are.
 fn rss_kb_of(needle: &str) -> (u64, usize) {
-    let (mut kb, mut n) = (0, 0);
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let p = e.path();
-        let Ok(c) = std::fs::read(p.join("cmdline")) else {
-            continue;
-        };
-        if !String::from_utf8_lossy(&c).contains(needle) {
-            continue;
-        }
-        if let Ok(status) = std::fs::read_to_string(p.join("status")) {
-            if let Some(v) = status
+    let pids = pids_mentioning(needle);
+    let kb = pids
+        .iter()
+        .filter_map(|(pid, _)| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|status| {
+            status
                 .lines()
                 .find_map(|l| l.strip_prefix("VmRSS:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                kb += v;
-                n += 1;
-            }
-        }
-    }
-    (kb, n)
+        })
+        .sum();
+    (kb, pids.len())
 }
 
 #[test]
@@ -53,7 +45,6 @@ fn ten_sandboxes_at_once_all_succeed_and_leave_nothing() {
     // KBS do not.
     let runs = work.path().join("runs");
     let needle = runs.display().to_string();
-    let initdata = runs.join("initdata.toml");
     std::fs::create_dir_all(&runs).unwrap();
     // Peak memory of every process of the runs, sampled while they run.
     let done = Arc::new(AtomicBool::new(false));
@@ -80,6 +71,7 @@ fn ten_sandboxes_at_once_all_succeed_and_leave_nothing() {
     let children: Vec<_> = (0..SANDBOXES)
         .map(|i| {
             let tmp = runs.join(format!("tmp{i}"));
+            let initdata = runs.join(format!("initdata{i}.toml"));
             // Ten guests share two cores under TCG: boots take longer.
             let args = ["--timeout", "300", "--summary-json"];
             demo_run_command(&cfg, &demo, &initdata, &tmp, &args)

@@ -125,7 +125,11 @@ pub fn demo_run_command(
     tmp: &Path,
     extra: &[&str],
 ) -> std::process::Command {
-    std::fs::write(initdata, &demo.initdata).unwrap();
+    // Written beside and renamed into place, so that a run started earlier
+    // with the same `initdata` never reads a file cut short by this one.
+    let part = initdata.with_extension(format!("part{}", std::process::id()));
+    std::fs::write(&part, &demo.initdata).unwrap();
+    std::fs::rename(&part, initdata).unwrap();
     std::fs::create_dir_all(tmp).unwrap();
     let mut c = std::process::Command::new(cloister_bin());
     c.env("TMPDIR", tmp)
